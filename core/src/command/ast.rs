@@ -1,0 +1,178 @@
+//! The typed form of an exec command line. Every value in it has been validated by the grammar,
+//! so holding one of these is proof the user asked for something meaningful.
+
+use core::fmt;
+
+use ipnet::IpNet;
+
+/// What the user asked the session to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `help`, `--help` or `-h` anywhere: print usage and exit 0.
+    Help,
+    /// `http [FLAGS]`
+    Http(HttpOptions),
+    /// `tcp [FLAGS]`
+    Tcp(StreamOptions),
+    /// `tls [FLAGS]`
+    Tls(StreamOptions),
+}
+
+impl Command {
+    /// The endpoint kind this command creates, `None` for `help`.
+    pub fn kind(&self) -> Option<EndpointKind> {
+        match self {
+            Command::Help => None,
+            Command::Http(_) => Some(EndpointKind::Http),
+            Command::Tcp(_) => Some(EndpointKind::Tcp),
+            Command::Tls(_) => Some(EndpointKind::Tls),
+        }
+    }
+}
+
+/// The three kinds of endpoint, named as the user types them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EndpointKind {
+    /// Routed by Host header (or SNI on the https listener, terminated there).
+    Http,
+    /// A listening port of its own.
+    Tcp,
+    /// Routed by ClientHello SNI on the https listener and passed through untouched.
+    Tls,
+}
+
+impl EndpointKind {
+    /// The command word.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::Http => "http",
+            EndpointKind::Tcp => "tcp",
+            EndpointKind::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Flags of `http`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// `--basic-auth user:pass`, repeatable; empty means no authentication.
+    pub basic_auth: Vec<Credentials>,
+    /// `--cidr-allow` / `--cidr-deny`.
+    pub access: AccessRules,
+    /// `--host-header`.
+    pub host_header: HostHeader,
+    /// `--request-header-add` / `--request-header-remove`.
+    pub request_headers: HeaderEdits,
+    /// `--response-header-add` / `--response-header-remove`.
+    pub response_headers: HeaderEdits,
+    /// `--inspect` (default on): one stdout line per request.
+    pub inspect: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            basic_auth: Vec::new(),
+            access: AccessRules::default(),
+            host_header: HostHeader::Preserve,
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            inspect: true,
+        }
+    }
+}
+
+/// Flags of `tcp` and `tls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// `--cidr-allow` / `--cidr-deny`.
+    pub access: AccessRules,
+    /// `--proxy-proto 1|2`.
+    pub proxy_protocol: Option<ProxyVersion>,
+}
+
+/// One `--basic-auth user:pass`. The user is never empty and never contains `:`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub(crate) user: String,
+    pub(crate) password: String,
+}
+
+impl Credentials {
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+// Never print a password, not even in a debug log.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `--cidr-allow` / `--cidr-deny` rules, in the order given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessRules {
+    /// Networks allowed; when non-empty, only these pass.
+    pub allow: Vec<IpNet>,
+    /// Networks refused; deny wins over allow.
+    pub deny: Vec<IpNet>,
+}
+
+/// `--host-header`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostHeader {
+    /// Pass the visitor's Host unchanged (the default).
+    Preserve,
+    /// Host becomes the local service's address. OpenSSH never tells the server LHOST:LPORT
+    /// (RFC 4254 §7.1 carries only the bind address and remote port), so this is `localhost`.
+    Rewrite,
+    /// Host becomes this literal `host[:port]`.
+    Literal(String),
+}
+
+/// A validated HTTP field name (RFC 9110 §5.1 token), kept in the case the user typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderName(pub(crate) String);
+
+impl HeaderName {
+    /// The name as typed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Header edits for one direction, applied as: remove every listed name, then add.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// `--*-header-add 'K: V'`: the value is visible ASCII, spaces and tabs, no CR or LF.
+    pub add: Vec<(HeaderName, String)>,
+    /// `--*-header-remove K`.
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    /// True when there is nothing to do, so the data path can skip the header walk.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// `--proxy-proto`: which PROXY protocol header precedes the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}

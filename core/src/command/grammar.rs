@@ -1,0 +1,447 @@
+//! The exec command line: POSIX-shell-like tokenising and the flag grammar, with nom.
+//!
+//! ssh joins the remote command's arguments with spaces and sends one string (RFC 4254 §6.5), so
+//! the user quotes for the remote side: `ssh host "http --basic-auth 'a b:c d'"`. Tokenising,
+//! quoting and rendering live only here.
+
+use ipnet::IpNet;
+use nom::branch::alt;
+use nom::bytes::complete::{is_not, tag, take_while1};
+use nom::character::complete::{anychar, char, multispace0};
+use nom::combinator::{all_consuming, map, opt, rest, value};
+use nom::multi::{fold_many0, fold_many1, many0};
+use nom::sequence::{delimited, preceded, separated_pair, terminated};
+use nom::{IResult, Parser};
+
+use super::ast::{
+    AccessRules, Command, Credentials, EndpointKind, HeaderEdits, HeaderName, HostHeader,
+    HttpOptions, ProxyVersion, StreamOptions,
+};
+use crate::error::CommandError;
+
+const HTTP: &[EndpointKind] = &[EndpointKind::Http];
+const STREAMS: &[EndpointKind] = &[EndpointKind::Tcp, EndpointKind::Tls];
+const ALL: &[EndpointKind] = &[EndpointKind::Http, EndpointKind::Tcp, EndpointKind::Tls];
+
+/// Every flag: its name and the commands it applies to.
+const FLAGS: &[(&str, &[EndpointKind])] = &[
+    ("basic-auth", HTTP),
+    ("cidr-allow", ALL),
+    ("cidr-deny", ALL),
+    ("host-header", HTTP),
+    ("request-header-add", HTTP),
+    ("request-header-remove", HTTP),
+    ("response-header-add", HTTP),
+    ("response-header-remove", HTTP),
+    ("inspect", HTTP),
+    ("proxy-proto", STREAMS),
+];
+
+/// Parses an exec command line. `Ok(None)` is the empty line: no command, so the remote port
+/// decides the endpoint kind.
+pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
+    let words = tokenize(line)?;
+    let mut words = words.iter().map(String::as_str);
+    let Some(first) = words.next() else {
+        return Ok(None);
+    };
+    let rest: Vec<&str> = words.collect();
+    if is_help(first) || rest.iter().any(|w| is_help(w)) {
+        return Ok(Some(Command::Help));
+    }
+    let kind = match first {
+        "http" => EndpointKind::Http,
+        "tcp" => EndpointKind::Tcp,
+        "tls" => EndpointKind::Tls,
+        w if w.starts_with('-') => return Err(CommandError::MissingCommand(w.into())),
+        w => return Err(CommandError::UnknownCommand(w.into())),
+    };
+    let mut flags = FlagSet::new(kind);
+    let mut words = rest.into_iter().peekable();
+    while let Some(word) = words.next() {
+        let Ok((_, (name, inline))) = flag(word) else {
+            return Err(CommandError::UnexpectedArgument(word.into()));
+        };
+        let applies_to = FLAGS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, kinds)| *kinds);
+        match applies_to {
+            Some(kinds) if kinds.contains(&kind) => {}
+            _ => {
+                return Err(CommandError::UnknownFlag {
+                    flag: word.into(),
+                    command: kind,
+                    applies_to: applies_to.unwrap_or(&[]),
+                })
+            }
+        }
+        let value = match inline {
+            Some(v) => Some(v),
+            // `--inspect` alone means on; it takes a following word only if that is a boolean.
+            None if name == "inspect" => words.next_if(|w| *w == "true" || *w == "false"),
+            None => Some(
+                words
+                    .next()
+                    .ok_or_else(|| CommandError::MissingValue(word.into()))?,
+            ),
+        };
+        flags.apply(name, value)?;
+    }
+    Ok(Some(flags.finish()))
+}
+
+fn is_help(word: &str) -> bool {
+    matches!(word, "help" | "--help" | "-h")
+}
+
+/// Collects flags into the options of one command, refusing repeats of single-valued ones.
+struct FlagSet {
+    kind: EndpointKind,
+    http: HttpOptions,
+    stream: StreamOptions,
+    seen_single: Vec<&'static str>,
+}
+
+impl FlagSet {
+    fn new(kind: EndpointKind) -> Self {
+        Self {
+            kind,
+            http: HttpOptions::default(),
+            stream: StreamOptions::default(),
+            seen_single: Vec::new(),
+        }
+    }
+
+    fn access(&mut self) -> &mut AccessRules {
+        match self.kind {
+            EndpointKind::Http => &mut self.http.access,
+            EndpointKind::Tcp | EndpointKind::Tls => &mut self.stream.access,
+        }
+    }
+
+    fn single(&mut self, flag: &'static str) -> Result<(), CommandError> {
+        if self.seen_single.contains(&flag) {
+            return Err(CommandError::Repeated(flag));
+        }
+        self.seen_single.push(flag);
+        Ok(())
+    }
+
+    /// `value` is `None` only for `--inspect` given alone.
+    fn apply(&mut self, name: &str, value: Option<&str>) -> Result<(), CommandError> {
+        let v = value.unwrap_or("");
+        match name {
+            "basic-auth" => self.http.basic_auth.push(parse_value(
+                "--basic-auth",
+                v,
+                basic_auth,
+                "expected USER:PASSWORD with a non-empty user",
+            )?),
+            "cidr-allow" => {
+                let net = parse_value("--cidr-allow", v, cidr, "expected an address or CIDR")?;
+                self.access().allow.push(net);
+            }
+            "cidr-deny" => {
+                let net = parse_value("--cidr-deny", v, cidr, "expected an address or CIDR")?;
+                self.access().deny.push(net);
+            }
+            "host-header" => {
+                self.single("--host-header")?;
+                self.http.host_header = parse_value(
+                    "--host-header",
+                    v,
+                    host_header,
+                    "expected preserve, rewrite or HOST[:PORT]",
+                )?;
+            }
+            "request-header-add" => self.http.request_headers.add.push(parse_value(
+                "--request-header-add",
+                v,
+                header_line,
+                "expected 'NAME: VALUE'",
+            )?),
+            "request-header-remove" => self.http.request_headers.remove.push(parse_value(
+                "--request-header-remove",
+                v,
+                header_name,
+                "expected a header name",
+            )?),
+            "response-header-add" => self.http.response_headers.add.push(parse_value(
+                "--response-header-add",
+                v,
+                header_line,
+                "expected 'NAME: VALUE'",
+            )?),
+            "response-header-remove" => self.http.response_headers.remove.push(parse_value(
+                "--response-header-remove",
+                v,
+                header_name,
+                "expected a header name",
+            )?),
+            "inspect" => {
+                self.single("--inspect")?;
+                self.http.inspect = match value {
+                    None => true,
+                    Some(v) => parse_value("--inspect", v, boolean, "expected true or false")?,
+                };
+            }
+            "proxy-proto" => {
+                self.single("--proxy-proto")?;
+                self.stream.proxy_protocol = Some(parse_value(
+                    "--proxy-proto",
+                    v,
+                    proxy_version,
+                    "expected 1 or 2",
+                )?);
+            }
+            _ => unreachable!("FLAGS lists every name handled here"),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Command {
+        match self.kind {
+            EndpointKind::Http => Command::Http(self.http),
+            EndpointKind::Tcp => Command::Tcp(self.stream),
+            EndpointKind::Tls => Command::Tls(self.stream),
+        }
+    }
+}
+
+/// Runs a value parser over the whole value, mapping failure to an error naming flag and value.
+fn parse_value<T>(
+    flag: &'static str,
+    input: &str,
+    parser: impl Fn(&str) -> IResult<&str, T>,
+    reason: &'static str,
+) -> Result<T, CommandError> {
+    all_consuming(parser)
+        .parse(input)
+        .map(|(_, v)| v)
+        .map_err(|_| CommandError::InvalidValue {
+            flag,
+            value: input.into(),
+            reason,
+        })
+}
+
+// ---- tokenising -------------------------------------------------------------------------------
+
+/// Splits a command line into words with POSIX-shell-like quoting: `'...'` is literal, `"..."`
+/// honours `\"`, `\\`, `\$` and `` \` ``, a bare backslash escapes the next character.
+pub fn tokenize(line: &str) -> Result<Vec<String>, CommandError> {
+    let (remaining, words) = preceded(multispace0, many0(terminated(word, multispace0)))
+        .parse(line)
+        .map_err(|_| CommandError::UnterminatedQuote("single"))?;
+    match remaining.chars().next() {
+        None => Ok(words),
+        Some('\'') => Err(CommandError::UnterminatedQuote("single")),
+        Some('"') => Err(CommandError::UnterminatedQuote("double")),
+        Some(_) => Err(CommandError::TrailingBackslash),
+    }
+}
+
+fn word(input: &str) -> IResult<&str, String> {
+    fold_many1(word_piece, String::new, |mut acc, piece| {
+        acc.push_str(&piece);
+        acc
+    })
+    .parse(input)
+}
+
+fn word_piece(input: &str) -> IResult<&str, String> {
+    alt((
+        map(is_not(" \t\r\n'\"\\"), str::to_owned),
+        map(
+            delimited(char('\''), opt(is_not("'")), char('\'')),
+            |s: Option<&str>| s.unwrap_or_default().to_owned(),
+        ),
+        delimited(char('"'), double_quoted_body, char('"')),
+        map(preceded(char('\\'), anychar), |c| c.to_string()),
+    ))
+    .parse(input)
+}
+
+fn double_quoted_body(input: &str) -> IResult<&str, String> {
+    fold_many0(
+        alt((
+            map(is_not("\\\""), str::to_owned),
+            map(preceded(char('\\'), anychar), |c| match c {
+                '"' | '\\' | '$' | '`' => c.to_string(),
+                '\n' => String::new(),
+                other => format!("\\{other}"),
+            }),
+        )),
+        String::new,
+        |mut acc, piece| {
+            acc.push_str(&piece);
+            acc
+        },
+    )
+    .parse(input)
+}
+
+/// Quotes one word so that [`tokenize`] gives it back unchanged.
+pub fn quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=:./,@%+".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+// ---- flags and values -------------------------------------------------------------------------
+
+/// `--name` or `--name=value`.
+fn flag(input: &str) -> IResult<&str, (&str, Option<&str>)> {
+    all_consuming(preceded(
+        tag("--"),
+        (
+            take_while1(|c: char| c.is_ascii_lowercase() || c == '-'),
+            opt(preceded(char('='), rest)),
+        ),
+    ))
+    .parse(input)
+}
+
+fn basic_auth(input: &str) -> IResult<&str, Credentials> {
+    map(
+        separated_pair(is_not(":"), char(':'), rest),
+        |(user, password): (&str, &str)| Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        },
+    )
+    .parse(input)
+}
+
+fn cidr(input: &str) -> IResult<&str, IpNet> {
+    let parsed = input
+        .parse::<IpNet>()
+        .or_else(|_| input.parse::<std::net::IpAddr>().map(IpNet::from));
+    match parsed {
+        Ok(net) => Ok(("", net.trunc())),
+        Err(_) => Err(nom::Err::Error(nom::error::Error::new(
+            input,
+            nom::error::ErrorKind::Verify,
+        ))),
+    }
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+fn header_name(input: &str) -> IResult<&str, HeaderName> {
+    map(take_while1(is_tchar), |n: &str| HeaderName(n.to_owned())).parse(input)
+}
+
+/// `Name: value`; the value is visible ASCII plus spaces and tabs (no CR or LF, so no header
+/// injection), surrounding white space trimmed.
+fn header_line(input: &str) -> IResult<&str, (HeaderName, String)> {
+    let (input, (name, value)) = separated_pair(
+        header_name,
+        char(':'),
+        take_while_or_empty(|c: char| c == ' ' || c == '\t' || c.is_ascii_graphic()),
+    )
+    .parse(input)?;
+    Ok((input, (name, value.trim().to_owned())))
+}
+
+fn take_while_or_empty(pred: impl Fn(char) -> bool) -> impl Fn(&str) -> IResult<&str, &str> {
+    move |input: &str| {
+        let end = input.find(|c: char| !pred(c)).unwrap_or(input.len());
+        Ok((&input[end..], &input[..end]))
+    }
+}
+
+fn host_header(input: &str) -> IResult<&str, HostHeader> {
+    alt((
+        value(HostHeader::Preserve, tag("preserve")),
+        value(HostHeader::Rewrite, tag("rewrite")),
+        map(
+            take_while1(|c: char| c.is_ascii_alphanumeric() || "-.:[]_".contains(c)),
+            |h: &str| HostHeader::Literal(h.to_owned()),
+        ),
+    ))
+    .parse(input)
+}
+
+fn boolean(input: &str) -> IResult<&str, bool> {
+    alt((value(true, tag("true")), value(false, tag("false")))).parse(input)
+}
+
+fn proxy_version(input: &str) -> IResult<&str, ProxyVersion> {
+    alt((
+        value(ProxyVersion::V1, tag("1")),
+        value(ProxyVersion::V2, tag("2")),
+    ))
+    .parse(input)
+}
+
+// ---- rendering --------------------------------------------------------------------------------
+
+/// Renders a command as a line that [`parse_command_line`] reads back to the same command.
+pub fn render(command: &Command) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut push = |flag: &str, v: &str| words.push(format!("--{flag}={}", quote(v)));
+    match command {
+        Command::Help => return "help".to_owned(),
+        Command::Http(o) => {
+            for c in &o.basic_auth {
+                push("basic-auth", &format!("{}:{}", c.user, c.password));
+            }
+            render_access(&o.access, &mut push);
+            match &o.host_header {
+                HostHeader::Preserve => {}
+                HostHeader::Rewrite => push("host-header", "rewrite"),
+                HostHeader::Literal(h) => push("host-header", h),
+            }
+            render_edits("request", &o.request_headers, &mut push);
+            render_edits("response", &o.response_headers, &mut push);
+            if !o.inspect {
+                push("inspect", "false");
+            }
+        }
+        Command::Tcp(o) | Command::Tls(o) => {
+            render_access(&o.access, &mut push);
+            match o.proxy_protocol {
+                None => {}
+                Some(ProxyVersion::V1) => push("proxy-proto", "1"),
+                Some(ProxyVersion::V2) => push("proxy-proto", "2"),
+            }
+        }
+    }
+    let kind = command.kind().expect("help returned above").as_str();
+    std::iter::once(kind.to_owned())
+        .chain(words)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn render_access(access: &AccessRules, push: &mut impl FnMut(&str, &str)) {
+    for net in &access.allow {
+        push("cidr-allow", &net.to_string());
+    }
+    for net in &access.deny {
+        push("cidr-deny", &net.to_string());
+    }
+}
+
+fn render_edits(direction: &str, edits: &HeaderEdits, push: &mut impl FnMut(&str, &str)) {
+    for (name, value) in &edits.add {
+        push(
+            &format!("{direction}-header-add"),
+            &format!("{}: {value}", name.0),
+        );
+    }
+    for name in &edits.remove {
+        push(&format!("{direction}-header-remove"), &name.0);
+    }
+}

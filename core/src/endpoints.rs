@@ -1,0 +1,193 @@
+//! Endpoints: what a granted forward is, how its public URL reads, and the route the data path
+//! follows to it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::command::{
+    AccessRules, Command, EndpointKind, HttpOptions, ProxyVersion, StreamOptions,
+};
+use crate::config::GatewayConfig;
+use crate::ids::{ConnId, EndpointId};
+use crate::ownership::Address;
+
+/// What the data path needs to carry one visitor to an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// The SSH connection to open the `forwarded-tcpip` channel on.
+    pub conn: ConnId,
+    /// Where visitors arrive: a name (http, tls) or a tcp port.
+    pub address: Address,
+    /// "address that was connected" and "port that was connected" for the channel open
+    /// (RFC 4254 §7.2): the bind address and port the client's forward is registered under.
+    pub target: ChannelTarget,
+    /// The endpoint's options, as data.
+    pub policy: EndpointPolicy,
+}
+
+impl Route {
+    /// Whether a visitor from `addr` may pass (`--cidr-allow` / `--cidr-deny`).
+    pub fn allows(&self, addr: IpAddr) -> bool {
+        self.policy.access().allows(addr)
+    }
+}
+
+/// The forward as the client registered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelTarget {
+    /// The bind address from the `tcpip-forward` request.
+    pub bind_address: String,
+    /// The requested port, or the allocated one when the request asked for 0.
+    pub port: u32,
+}
+
+/// An endpoint's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointPolicy {
+    /// http: terminated and proxied.
+    Http(Arc<HttpOptions>),
+    /// tcp: piped.
+    Tcp(StreamOptions),
+    /// tls: passed through by SNI.
+    Tls(StreamOptions),
+}
+
+impl EndpointPolicy {
+    pub(crate) fn from_command(command: &Command) -> Option<Self> {
+        match command {
+            Command::Help => None,
+            Command::Http(o) => Some(Self::Http(Arc::new(o.clone()))),
+            Command::Tcp(o) => Some(Self::Tcp(o.clone())),
+            Command::Tls(o) => Some(Self::Tls(o.clone())),
+        }
+    }
+
+    /// The default options of a kind, for forwards with no command.
+    pub(crate) fn default_for(kind: EndpointKind) -> Self {
+        match kind {
+            EndpointKind::Http => Self::Http(Arc::default()),
+            EndpointKind::Tcp => Self::Tcp(StreamOptions::default()),
+            EndpointKind::Tls => Self::Tls(StreamOptions::default()),
+        }
+    }
+
+    /// The endpoint kind.
+    pub fn kind(&self) -> EndpointKind {
+        match self {
+            Self::Http(_) => EndpointKind::Http,
+            Self::Tcp(_) => EndpointKind::Tcp,
+            Self::Tls(_) => EndpointKind::Tls,
+        }
+    }
+
+    /// The CIDR rules.
+    pub fn access(&self) -> &AccessRules {
+        match self {
+            Self::Http(o) => &o.access,
+            Self::Tcp(o) | Self::Tls(o) => &o.access,
+        }
+    }
+
+    /// The PROXY protocol header to send, for tcp and tls.
+    pub fn proxy_protocol(&self) -> Option<ProxyVersion> {
+        match self {
+            Self::Http(_) => None,
+            Self::Tcp(o) | Self::Tls(o) => o.proxy_protocol,
+        }
+    }
+
+    /// The http options, for http.
+    pub fn http(&self) -> Option<&Arc<HttpOptions>> {
+        match self {
+            Self::Http(o) => Some(o),
+            Self::Tcp(_) | Self::Tls(_) => None,
+        }
+    }
+}
+
+/// The gateway's record of one endpoint.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) route: Arc<Route>,
+    /// The remote port the client asked for (shown on the Forwarding line).
+    pub(crate) requested_port: u32,
+    /// A reply held until the endpoint is live ([`ReplyTiming::OnResolution`](crate::ReplyTiming)).
+    pub(crate) held_reply: Option<crate::ids::RequestId>,
+    pub(crate) state: EndpointState,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EndpointState {
+    /// Waiting for the adapter to bind the tcp port; `attempts` ports tried so far.
+    Binding { attempts: usize },
+    /// Routed.
+    Live,
+}
+
+impl Endpoint {
+    /// `http://name.domain:8080`, `tcp://domain:20007`, `tls://name.domain:8443`.
+    pub(crate) fn public_url(&self, config: &GatewayConfig) -> String {
+        let with_port = |scheme: &str, host: &str, port: u16, default: u16| {
+            if port == default {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}:{port}")
+            }
+        };
+        match (&self.route.address, self.route.policy.kind()) {
+            (Address::Port(port), _) => format!("tcp://{}:{port}", config.domain),
+            (Address::Name(name), EndpointKind::Tls) => {
+                with_port("tls", name.as_str(), config.https_port, 443)
+            }
+            (Address::Name(name), _) if self.requested_port == 443 => {
+                with_port("https", name.as_str(), config.https_port, 443)
+            }
+            (Address::Name(name), _) => with_port("http", name.as_str(), config.http_port, 80),
+        }
+    }
+
+    /// The one line a session gets for each endpoint.
+    pub(crate) fn forwarding_line(&self, config: &GatewayConfig) -> String {
+        let bind = &self.route.target.bind_address;
+        let bind = if bind.contains(':') {
+            format!("[{bind}]")
+        } else {
+            bind.clone()
+        };
+        format!(
+            "Forwarding {} -> {bind}:{}",
+            self.public_url(config),
+            self.requested_port
+        )
+    }
+}
+
+/// `HTTP <METHOD> <PATH> -> <STATUS> (<MS> ms)`, with the visitor's text made safe for the
+/// user's terminal.
+pub(crate) fn inspect_line(method: &str, path: &str, status: u16, elapsed: Duration) -> String {
+    const MAX_PATH: usize = 200;
+    let mut safe_path = String::with_capacity(path.len().min(MAX_PATH));
+    for (i, c) in path.chars().enumerate() {
+        if i == MAX_PATH {
+            safe_path.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            safe_path.extend(c.escape_default());
+        } else {
+            safe_path.push(c);
+        }
+    }
+    let safe_method: String = method
+        .chars()
+        .take(16)
+        .filter(|c| c.is_ascii_graphic())
+        .collect();
+    format!(
+        "HTTP {safe_method} {safe_path} -> {status} ({} ms)",
+        elapsed.as_millis()
+    )
+}

@@ -1,0 +1,39 @@
+//! `tunnel-core`: the sans-IO engine of the tunnel SSH reverse-tunnel gateway.
+//!
+//! It decides everything (the command grammar, port and name rules, who owns which name, when an
+//! endpoint lives and dies) and does nothing: no sockets, no clock, no global randomness. An
+//! adapter feeds [`Input`]s with the current time, executes the [`Action`]s that come out, and
+//! asks the routing queries on the data path. See [`Gateway`] for the calling contract.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod action;
+pub mod command;
+mod config;
+mod endpoints;
+mod error;
+mod forwards;
+mod gateway;
+mod ids;
+mod input;
+mod names;
+mod ownership;
+mod policy;
+mod ports;
+mod timers;
+
+pub use action::{Action, Reply, Stream};
+pub use config::{GatewayConfig, Limits, ReplyTiming};
+pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
+pub use error::{CommandError, ForwardError, SessionError, Shown};
+pub use gateway::{Gateway, SYNTAX_VERSION};
+pub use ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
+pub use input::Input;
+pub use names::{normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};
+pub use ownership::Address;
+pub use policy::basic_auth_allows;
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,159 @@
+//! Who holds each public address (a name or a tcp port): a live endpoint, or a reservation for the
+//! key whose connection ended. One holder per address, always.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::command::EndpointKind;
+use crate::ids::{ConnId, EndpointId, KeyFingerprint};
+use crate::names::Hostname;
+
+/// A public address an endpoint occupies.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Address {
+    /// A host name (http and tls endpoints share one name space).
+    Name(Hostname),
+    /// A tcp port.
+    Port(u16),
+}
+
+/// The forward a reconnecting client repeats when it asks for no name: the same key, bind address
+/// and remote port get the same random name (or port) back.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ReconnectKey {
+    pub(crate) owner: KeyFingerprint,
+    pub(crate) bind_address: String,
+    pub(crate) port: u32,
+    pub(crate) kind: EndpointKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum Holding {
+    Live { conn: ConnId, endpoint: EndpointId },
+    Reserved { until: Instant },
+}
+
+#[derive(Debug)]
+pub(crate) struct Holder {
+    pub(crate) owner: KeyFingerprint,
+    pub(crate) holding: Holding,
+    pub(crate) reconnect: Option<ReconnectKey>,
+}
+
+/// What a claim on an address found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Nobody held it.
+    Free,
+    /// The same key held it in a reservation, now ended (its timer at `until` must be cancelled).
+    Reclaimed { until: Instant },
+    /// The same key holds it live on another connection: that endpoint must go.
+    TakeOver { conn: ConnId, endpoint: EndpointId },
+    /// Another key holds it live.
+    Taken,
+    /// Another key holds it in a reservation.
+    Reserved,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Ownership {
+    holders: BTreeMap<Address, Holder>,
+    reconnects: BTreeMap<ReconnectKey, Address>,
+}
+
+impl Ownership {
+    /// What `key` would get if it asked for `address` now. Changes nothing.
+    pub(crate) fn check(&self, address: &Address, key: &KeyFingerprint) -> Claim {
+        match self.holders.get(address) {
+            None => Claim::Free,
+            Some(h) => match (&h.holding, h.owner == *key) {
+                (Holding::Reserved { until }, true) => Claim::Reclaimed { until: *until },
+                (Holding::Live { conn, endpoint }, true) => Claim::TakeOver {
+                    conn: *conn,
+                    endpoint: *endpoint,
+                },
+                (Holding::Live { .. }, false) => Claim::Taken,
+                (Holding::Reserved { .. }, false) => Claim::Reserved,
+            },
+        }
+    }
+
+    /// Whether anyone holds `address`, live or reserved.
+    pub(crate) fn is_held(&self, address: &Address) -> bool {
+        self.holders.contains_key(address)
+    }
+
+    /// The reserved address a reconnecting forward gets back, if any.
+    pub(crate) fn reserved_for(&self, key: &ReconnectKey) -> Option<&Address> {
+        let address = self.reconnects.get(key)?;
+        match self.holders.get(address)?.holding {
+            Holding::Reserved { .. } => Some(address),
+            Holding::Live { .. } => None,
+        }
+    }
+
+    /// Makes `endpoint` the live holder. The caller has resolved the claim first.
+    pub(crate) fn hold(
+        &mut self,
+        address: Address,
+        owner: KeyFingerprint,
+        conn: ConnId,
+        endpoint: EndpointId,
+        reconnect: Option<ReconnectKey>,
+    ) {
+        self.forget(&address);
+        if let Some(key) = &reconnect {
+            self.reconnects.insert(key.clone(), address.clone());
+        }
+        let holding = Holding::Live { conn, endpoint };
+        self.holders.insert(
+            address,
+            Holder {
+                owner,
+                holding,
+                reconnect,
+            },
+        );
+    }
+
+    /// Turns a live holding into a reservation until `until`.
+    pub(crate) fn reserve(&mut self, address: &Address, until: Instant) {
+        if let Some(h) = self.holders.get_mut(address) {
+            h.holding = Holding::Reserved { until };
+        }
+    }
+
+    /// Drops any holding of `address`.
+    pub(crate) fn forget(&mut self, address: &Address) {
+        if let Some(h) = self.holders.remove(address) {
+            if let Some(key) = h.reconnect {
+                if self.reconnects.get(&key) == Some(address) {
+                    self.reconnects.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Drops a reservation whose time is up; a live holder is left alone.
+    pub(crate) fn expire(&mut self, address: &Address, now: Instant) -> bool {
+        let due = matches!(
+            self.holders.get(address),
+            Some(Holder { holding: Holding::Reserved { until }, .. }) if *until <= now
+        );
+        if due {
+            self.forget(address);
+        }
+        due
+    }
+
+    pub(crate) fn holders(&self) -> impl Iterator<Item = (&Address, &Holder)> {
+        self.holders.iter()
+    }
+
+    pub(crate) fn reservation_count(&self) -> usize {
+        self.holders
+            .values()
+            .filter(|h| matches!(h.holding, Holding::Reserved { .. }))
+            .count()
+    }
+}

@@ -1,0 +1,367 @@
+//! Executes what the core decides. The [`Gateway`] sits in a mutex held only around one
+//! `handle` plus the drain of its actions (never across an `.await`); actions are then carried
+//! out without the lock: listeners bound and dropped, lines and exit statuses sent to sessions.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use russh::server::Handle;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::AbortHandle;
+use tunnel_core::{Action, ConnId, EndpointId, Gateway, Input, Reply, RequestId, Route, Stream};
+
+use crate::net::Net;
+
+/// What the adapter needs besides the core's decisions.
+#[derive(Clone, Debug)]
+pub struct DriverSettings {
+    /// The address tcp endpoint listeners bind on.
+    pub tcp_bind_ip: IpAddr,
+    /// How long a `forwarded-tcpip` channel open may take before the visitor is dropped.
+    pub channel_open_timeout: Duration,
+    /// After a session's exit status, how long the client gets to hang up before we do.
+    pub close_grace: Duration,
+}
+
+/// A message for one connection's outbox task, which owns the writes to its session channel.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// The session channel opened; `pty` when the client asked for a terminal (lines end CRLF).
+    Session {
+        /// The channel.
+        channel: russh::ChannelId,
+        /// Whether a pty was requested.
+        pty: bool,
+    },
+    /// One line for stdout or stderr.
+    Print(Stream, String),
+    /// The exit status.
+    Exit(u32),
+    /// End the session and the connection.
+    Close,
+}
+
+/// Room for lines per connection before new ones are dropped (a client that stopped reading must
+/// not make the server buffer without bound).
+pub const OUTBOX_CAPACITY: usize = 1024;
+
+struct ConnLink {
+    handle: Option<Handle>,
+    outbox: mpsc::Sender<Outgoing>,
+}
+
+enum ListenerSlot {
+    /// Bind in progress; an unbind before it finishes wins.
+    Binding,
+    Running(AbortHandle),
+}
+
+struct State {
+    gateway: Gateway,
+    conns: HashMap<ConnId, ConnLink>,
+    listeners: HashMap<EndpointId, ListenerSlot>,
+}
+
+/// What a handler call gets back synchronously.
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// The auth decision, for `AuthRequested`.
+    pub auth: Option<bool>,
+    /// Replies to global requests.
+    pub replies: Vec<(RequestId, Reply)>,
+    /// Whether the core closed the connection (for `ConnectionOpened`).
+    pub closed: bool,
+}
+
+impl Answers {
+    /// The reply to `request`; a missing one is a refusal.
+    pub fn reply(&self, request: RequestId) -> Reply {
+        self.replies
+            .iter()
+            .find(|(r, _)| *r == request)
+            .map_or(Reply::Refused, |(_, reply)| *reply)
+    }
+}
+
+/// Counters for leak checks in tests and simulations.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Visitor streams being piped.
+    pub active_streams: AtomicUsize,
+    /// Tcp endpoint listeners running.
+    pub active_listeners: AtomicUsize,
+}
+
+/// The running gateway: core state plus the links to connections and listeners.
+pub struct Driver<N: Net> {
+    state: Mutex<State>,
+    net: N,
+    settings: DriverSettings,
+    timer_changed: Notify,
+    /// Leak-check counters.
+    pub stats: Stats,
+}
+
+/// Current time for the core: tokio's clock, so simulations run on simulated time.
+pub fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl<N: Net> Driver<N> {
+    /// Wraps a gateway.
+    pub fn new(gateway: Gateway, net: N, settings: DriverSettings) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                gateway,
+                conns: HashMap::new(),
+                listeners: HashMap::new(),
+            }),
+            net,
+            settings,
+            timer_changed: Notify::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DriverSettings {
+        &self.settings
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug already reported; the state stays usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the core (routing queries, counts) under the lock.
+    pub fn with_gateway<T>(&self, f: impl FnOnce(&Gateway) -> T) -> T {
+        f(&self.lock().gateway)
+    }
+
+    /// Registers a new connection's outbox before any input names it.
+    pub fn register(&self, conn: ConnId, outbox: mpsc::Sender<Outgoing>) {
+        self.lock().conns.insert(
+            conn,
+            ConnLink {
+                handle: None,
+                outbox,
+            },
+        );
+    }
+
+    /// Records the connection's russh handle once its session runs.
+    pub fn set_handle(&self, conn: ConnId, handle: Handle) {
+        if let Some(link) = self.lock().conns.get_mut(&conn) {
+            link.handle = Some(handle);
+        }
+    }
+
+    /// Tells a connection's outbox about its session channel.
+    pub fn send_outgoing(&self, conn: ConnId, message: Outgoing) {
+        let outbox = self.lock().conns.get(&conn).map(|l| l.outbox.clone());
+        if let Some(outbox) = outbox {
+            deliver(outbox, message);
+        }
+    }
+
+    /// The live route for a tcp port and the handle of its connection.
+    pub fn route_by_port(&self, port: u16) -> Option<(Arc<Route>, Handle)> {
+        let state = self.lock();
+        let route = state.gateway.route_by_port(port)?.clone();
+        let handle = state.conns.get(&route.conn)?.handle.clone()?;
+        Some((route, handle))
+    }
+
+    /// The live route for a Host header or SNI name and the handle of its connection.
+    pub fn route_by_host(&self, host: &str) -> Option<(Arc<Route>, Handle)> {
+        let state = self.lock();
+        let route = state.gateway.route_by_host(host)?.clone();
+        let handle = state.conns.get(&route.conn)?.handle.clone()?;
+        Some((route, handle))
+    }
+
+    /// Feeds one input, executes the resulting actions, and returns the answers the calling
+    /// handler must give synchronously.
+    pub fn submit(self: &Arc<Self>, input: Input) -> Answers {
+        let closed_conn = match &input {
+            Input::ConnectionClosed { conn } => Some(*conn),
+            _ => None,
+        };
+        let actions = {
+            let mut state = self.lock();
+            state.gateway.handle(now(), input);
+            if let Some(conn) = closed_conn {
+                state.conns.remove(&conn);
+            }
+            drain(&mut state.gateway)
+        };
+        self.timer_changed.notify_one();
+        self.execute(actions)
+    }
+
+    /// Runs the core's deadlines for as long as the driver lives.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let next = self.lock().gateway.poll_timeout();
+            match next {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = self.timer_changed.notified() => continue,
+                    }
+                }
+                None => {
+                    self.timer_changed.notified().await;
+                    continue;
+                }
+            }
+            let actions = {
+                let mut state = self.lock();
+                state.gateway.handle_timeout(now());
+                drain(&mut state.gateway)
+            };
+            self.execute(actions);
+        }
+    }
+
+    fn execute(self: &Arc<Self>, actions: Vec<Action>) -> Answers {
+        let mut answers = Answers::default();
+        for action in actions {
+            match action {
+                Action::Auth { accepted, .. } => answers.auth = Some(accepted),
+                Action::Reply { request, reply, .. } => answers.replies.push((request, reply)),
+                Action::Bind { endpoint, port } => self.bind(endpoint, port),
+                Action::Unbind { endpoint, .. } => {
+                    if let Some(ListenerSlot::Running(task)) =
+                        self.lock().listeners.remove(&endpoint)
+                    {
+                        task.abort();
+                    }
+                }
+                Action::RouteAdded(route) => {
+                    tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
+                }
+                Action::RouteRemoved(endpoint) => tracing::debug!(%endpoint, "route removed"),
+                Action::Print { conn, stream, line } => {
+                    self.send_outgoing(conn, Outgoing::Print(stream, line));
+                }
+                Action::Exit { conn, status } => self.send_outgoing(conn, Outgoing::Exit(status)),
+                Action::Close { conn } => {
+                    answers.closed = true;
+                    self.send_outgoing(conn, Outgoing::Close);
+                }
+            }
+        }
+        answers
+    }
+
+    /// Binds a tcp endpoint's listener in the background and reports back to the core.
+    fn bind(self: &Arc<Self>, endpoint: EndpointId, port: u16) {
+        self.lock()
+            .listeners
+            .insert(endpoint, ListenerSlot::Binding);
+        let driver = Arc::clone(self);
+        tokio::spawn(async move {
+            let addr = SocketAddr::new(driver.settings.tcp_bind_ip, port);
+            let outcome = match driver.net.bind(addr).await {
+                Ok(listener) => {
+                    let mut state = driver.lock();
+                    match state.listeners.get_mut(&endpoint) {
+                        // Unbound while binding: drop the listener, the core has moved on.
+                        None => return,
+                        Some(slot) => {
+                            let task = tokio::spawn(crate::tcp::serve_listener(
+                                Arc::clone(&driver),
+                                listener,
+                                port,
+                            ));
+                            *slot = ListenerSlot::Running(task.abort_handle());
+                        }
+                    }
+                    Input::Bound { endpoint }
+                }
+                Err(error) => {
+                    tracing::warn!(%addr, %error, "tcp endpoint bind failed");
+                    driver.lock().listeners.remove(&endpoint);
+                    Input::BindFailed { endpoint }
+                }
+            };
+            driver.submit(outcome);
+        });
+    }
+}
+
+fn drain(gateway: &mut Gateway) -> Vec<Action> {
+    std::iter::from_fn(|| gateway.poll_action()).collect()
+}
+
+/// Queues a message; lines are dropped when a client stops reading, the rest always arrive.
+fn deliver(outbox: mpsc::Sender<Outgoing>, message: Outgoing) {
+    match outbox.try_send(message) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(Outgoing::Print(..))) => {}
+        Err(mpsc::error::TrySendError::Full(message)) => {
+            tokio::spawn(async move {
+                let _ = outbox.send(message).await;
+            });
+        }
+    }
+}
+
+/// Owns the writes to one connection's session channel, in order.
+pub async fn run_outbox(
+    handle: Handle,
+    mut outbox: mpsc::Receiver<Outgoing>,
+    close_grace: Duration,
+) {
+    let mut session: Option<(russh::ChannelId, bool)> = None;
+    while let Some(message) = outbox.recv().await {
+        match message {
+            Outgoing::Session { channel, pty } => session = Some((channel, pty)),
+            Outgoing::Print(stream, mut line) => {
+                let Some((channel, pty)) = session else {
+                    continue;
+                };
+                line.push_str(if pty { "\r\n" } else { "\n" });
+                let sent = match stream {
+                    Stream::Stdout => handle.data(channel, line).await,
+                    Stream::Stderr => handle.extended_data(channel, 1, line).await,
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            Outgoing::Exit(status) => {
+                if let Some((channel, _)) = session {
+                    let _ = handle.exit_status_request(channel, status).await;
+                }
+            }
+            Outgoing::Close => {
+                if let Some((channel, _)) = session {
+                    let _ = handle.eof(channel).await;
+                    let _ = handle.close(channel).await;
+                    // A client that got its exit status hangs up by itself, which keeps OpenSSH
+                    // from printing a disconnect notice; one that does not is cut off.
+                    let _ = tokio::time::timeout(close_grace, async {
+                        while outbox.recv().await.is_some() {}
+                    })
+                    .await;
+                }
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "closed by the tunnel server".into(),
+                        String::new(),
+                    )
+                    .await;
+                return;
+            }
+        }
+    }
+}

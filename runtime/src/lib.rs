@@ -1,0 +1,12 @@
+//! `tunnel-runtime`: runs the tunnel gateway's core on tokio with russh. It executes what
+//! `tunnel-core` decides and holds no policy of its own.
+
+pub mod config;
+pub mod driver;
+pub mod http;
+pub mod keys;
+pub mod net;
+pub mod proxy_header;
+pub mod server;
+pub mod ssh;
+pub mod tcp;

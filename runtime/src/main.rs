@@ -1,0 +1,62 @@
+//! `tunnel-server`: starts the gateway from flags and an optional TOML file.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use rand::SeedableRng as _;
+use tunnel_runtime::config::{ConfigError, ServerConfig};
+use tunnel_runtime::keys::{load_authorized_keys, load_or_generate_host_key};
+use tunnel_runtime::net::TokioNet;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match ServerConfig::from_args(std::env::args_os()) {
+        Ok(config) => config,
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("tunnel-server: {e}");
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can always be built on a working OS");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tunnel-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let host_key = load_or_generate_host_key(&config.host_key)?;
+    let authorized = config
+        .authorized_keys
+        .as_deref()
+        .map(load_authorized_keys)
+        .transpose()?;
+    if let Some(keys) = &authorized {
+        if keys.entries().iter().any(|k| !k.options().is_empty()) {
+            tracing::warn!("authorized_keys options (from=, restrict, ...) are not enforced");
+        }
+    }
+    let rng = Box::new(rand_chacha::ChaCha20Rng::from_entropy());
+    let _running =
+        tunnel_runtime::server::start(TokioNet, &config, host_key, authorized.as_ref(), rng)
+            .await
+            .context("starting the server")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    tracing::info!("shutting down");
+    Ok(())
+}

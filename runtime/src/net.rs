@@ -1,0 +1,63 @@
+//! The network seam: the only module that names socket types. The server is generic over [`Net`],
+//! so `sim/` can run the very same code on turmoil's simulated network.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream the server can carry (a TCP connection, real or simulated).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A network: listeners and the streams they accept.
+pub trait Net: Clone + Send + Sync + 'static {
+    /// An accepted connection.
+    type Stream: Stream;
+    /// A bound listener.
+    type Listener: Listener<Stream = Self::Stream>;
+
+    /// Binds a listener; port 0 picks a free port.
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+}
+
+/// A bound TCP listener.
+pub trait Listener: Send + Sync + 'static {
+    /// The accepted connection type.
+    type Stream: Stream;
+
+    /// Waits for the next connection and the visitor's address.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// The address actually bound (port 0 resolved).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// The operating system's network, through tokio.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioNet;
+
+impl Net for TokioNet {
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+        tokio::net::TcpListener::bind(addr).await
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
+        // Tunnel traffic is interactive as often as bulk: never wait for Nagle.
+        stream.set_nodelay(true)?;
+        Ok((stream, peer))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::TcpListener::local_addr(self)
+    }
+}

@@ -1,0 +1,145 @@
+//! Assembles a running server from its configuration: listeners, the core, the SSH front door.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_core::RngCore;
+use russh::keys::PrivateKey;
+use russh::{cipher, Preferred};
+use tunnel_core::{Gateway, GatewayConfig, KeyFingerprint, Limits, ReplyTiming};
+
+use crate::config::ServerConfig;
+use crate::driver::{Driver, DriverSettings};
+use crate::keys::AuthorizedKeys;
+use crate::net::{Listener, Net};
+
+/// A listener that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for {what} on {addr}: {source}")]
+pub struct BindError {
+    what: &'static str,
+    addr: SocketAddr,
+    source: io::Error,
+}
+
+/// A started server: its driver and the addresses it really bound.
+pub struct Running<N: Net> {
+    /// The core and its executor.
+    pub driver: Arc<Driver<N>>,
+    /// The SSH listener.
+    pub ssh_addr: SocketAddr,
+    /// The HTTP listener.
+    pub http_addr: SocketAddr,
+    /// The HTTPS listener.
+    pub https_addr: SocketAddr,
+}
+
+/// Binds every listener, logs one line per listener with its real address, and spawns the
+/// tasks that serve them. `rng` seeds the core's names.
+pub async fn start<N: Net>(
+    net: N,
+    config: &ServerConfig,
+    host_key: PrivateKey,
+    authorized: Option<&AuthorizedKeys>,
+    rng: Box<dyn RngCore + Send>,
+) -> Result<Running<N>, BindError> {
+    let ssh = bind(&net, "ssh", config.ssh_addr).await?;
+    let http = bind(&net, "http", config.http_addr).await?;
+    let https = bind(&net, "https", config.https_addr).await?;
+    let (ssh_addr, http_addr, https_addr) = (
+        local(&ssh, config.ssh_addr),
+        local(&http, config.http_addr),
+        local(&https, config.https_addr),
+    );
+
+    let mut core = GatewayConfig::new(config.domain.clone(), http_addr.port(), https_addr.port());
+    core.tcp_ports = config.tcp_ports.clone();
+    core.name_grace = config.name_grace;
+    core.auth_timeout = config.auth_timeout;
+    core.authorized_keys = authorized.map(|keys| {
+        keys.fingerprints()
+            .map(KeyFingerprint::new)
+            .collect::<BTreeSet<_>>()
+    });
+    // russh answers a global request before it reads the next message, so a held reply would
+    // hold the exec that settles it (see ReplyTiming).
+    core.reply_timing = ReplyTiming::Immediate;
+    core.limits = Limits {
+        endpoints_per_connection: config.max_endpoints_per_connection,
+        connections_per_key: config.max_connections_per_key,
+        unauthenticated_per_ip: config.max_unauthenticated_per_ip,
+        ..Limits::default()
+    };
+    let settings = DriverSettings {
+        tcp_bind_ip: ssh_addr.ip(),
+        channel_open_timeout: Duration::from_secs(10),
+        close_grace: Duration::from_secs(5),
+    };
+    let driver = Driver::new(Gateway::new(core, rng), net, settings);
+
+    tokio::spawn(Arc::clone(&driver).run_timers());
+    tokio::spawn(crate::ssh::serve(
+        Arc::clone(&driver),
+        ssh,
+        Arc::new(ssh_config(config, host_key)),
+    ));
+    tokio::spawn(crate::http::serve(Arc::clone(&driver), http));
+    tokio::spawn(crate::http::serve_https_placeholder(
+        Arc::clone(&driver),
+        https,
+    ));
+    Ok(Running {
+        driver,
+        ssh_addr,
+        http_addr,
+        https_addr,
+    })
+}
+
+async fn bind<N: Net>(
+    net: &N,
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<N::Listener, BindError> {
+    let listener = net
+        .bind(addr)
+        .await
+        .map_err(|source| BindError { what, addr, source })?;
+    tracing::info!("listening {what} on {}", local(&listener, addr));
+    Ok(listener)
+}
+
+fn local<L: Listener>(listener: &L, asked: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(asked)
+}
+
+/// The SSH server settings: public-key auth only, AES-GCM offered beside ChaCha20-Poly1305
+/// (AES-GCM is the cheapest AEAD on CPUs with AES-NI), large windows, keepalives instead of an
+/// idle cut-off (quiet tunnels are normal).
+fn ssh_config(config: &ServerConfig, host_key: PrivateKey) -> russh::server::Config {
+    const CIPHERS: &[cipher::Name] = &[
+        cipher::AES_128_GCM,
+        cipher::AES_256_GCM,
+        cipher::CHACHA20_POLY1305,
+    ];
+    russh::server::Config {
+        methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        window_size: config.channel_window,
+        inactivity_timeout: None,
+        keepalive_interval: config.keepalive_interval,
+        keepalive_max: config.keepalive_max,
+        nodelay: true,
+        preferred: Preferred {
+            cipher: Cow::Borrowed(CIPHERS),
+            ..Preferred::default()
+        },
+        ..russh::server::Config::default()
+    }
+}

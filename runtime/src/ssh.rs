@@ -1,0 +1,253 @@
+//! The SSH front door: russh's server handler. Each callback becomes one core input and gets the
+//! core's answer; no decision is taken here.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use russh::server::{Auth, Handler, Msg, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId};
+use tokio::sync::mpsc;
+use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
+
+use crate::driver::{run_outbox, Driver, Outgoing, OUTBOX_CAPACITY};
+use crate::keys::fingerprint;
+use crate::net::{Listener, Net};
+
+/// Accepts SSH connections until the listener fails for good.
+pub async fn serve<N: Net>(
+    driver: Arc<Driver<N>>,
+    listener: N::Listener,
+    config: Arc<russh::server::Config>,
+) {
+    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "ssh accept failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let conn = ConnId::from_raw(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+        let driver = Arc::clone(&driver);
+        let config = Arc::clone(&config);
+        tokio::spawn(async move { run_connection(driver, config, stream, peer, conn).await });
+    }
+}
+
+async fn run_connection<N: Net>(
+    driver: Arc<Driver<N>>,
+    config: Arc<russh::server::Config>,
+    stream: N::Stream,
+    peer: SocketAddr,
+    conn: ConnId,
+) {
+    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+    driver.register(conn, outbox);
+    if driver.submit(Input::ConnectionOpened { conn, peer }).closed {
+        driver.submit(Input::ConnectionClosed { conn });
+        return;
+    }
+    let handler = SshHandler {
+        conn,
+        driver: Arc::clone(&driver),
+        next_request: 0,
+        session: None,
+        pty: false,
+    };
+    match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => {
+            let handle = session.handle();
+            driver.set_handle(conn, handle.clone());
+            let grace = driver.settings().close_grace;
+            tokio::spawn(run_outbox(handle, outbox_rx, grace));
+            if let Err(error) = session.await {
+                tracing::debug!(%conn, %peer, %error, "ssh connection ended with an error");
+            }
+        }
+        Err(error) => tracing::debug!(%conn, %peer, %error, "ssh handshake failed"),
+    }
+    driver.submit(Input::ConnectionClosed { conn });
+}
+
+struct SshHandler<N: Net> {
+    conn: ConnId,
+    driver: Arc<Driver<N>>,
+    next_request: u64,
+    /// The session channel, kept so its messages keep flowing.
+    session: Option<Channel<Msg>>,
+    pty: bool,
+}
+
+impl<N: Net> SshHandler<N> {
+    fn request_id(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId::from_raw(self.next_request)
+    }
+
+    fn is_session(&self, channel: ChannelId) -> bool {
+        self.session.as_ref().is_some_and(|c| c.id() == channel)
+    }
+}
+
+impl<N: Net> Handler for SshHandler<N> {
+    type Error = russh::Error;
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let input = Input::AuthRequested {
+            conn: self.conn,
+            user: user.to_owned(),
+            key: KeyFingerprint::new(fingerprint(key.public_key)),
+        };
+        Ok(match self.driver.submit(input).auth {
+            Some(true) => Auth::Accept,
+            _ => Auth::reject(),
+        })
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // One session per connection: it is where the command and its output live.
+        if self.session.is_some() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        reply.accept().await;
+        self.session = Some(channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.is_session(channel) {
+            self.pty = true;
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start_session(channel, session)?;
+        let command = String::from_utf8_lossy(data).into_owned();
+        self.driver.submit(Input::ExecRequested {
+            conn: self.conn,
+            command,
+        });
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start_session(channel, session)?;
+        self.driver
+            .submit(Input::ShellRequested { conn: self.conn });
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let request = self.request_id();
+        let answers = self.driver.submit(Input::ForwardRequested {
+            conn: self.conn,
+            request,
+            bind_address: address.to_owned(),
+            port: *port,
+        });
+        Ok(match answers.reply(request) {
+            Reply::Granted { port: allocated } => {
+                if let Some(allocated) = allocated {
+                    *port = allocated;
+                }
+                true
+            }
+            Reply::Refused => false,
+        })
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let request = self.request_id();
+        let answers = self.driver.submit(Input::ForwardCancelled {
+            conn: self.conn,
+            request,
+            bind_address: address.to_owned(),
+            port,
+        });
+        Ok(matches!(answers.reply(request), Reply::Granted { .. }))
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.is_session(channel) {
+            self.session = None;
+            self.driver.submit(Input::SessionClosed { conn: self.conn });
+        }
+        Ok(())
+    }
+}
+
+impl<N: Net> SshHandler<N> {
+    /// Acknowledges an exec or shell request and points the outbox at the channel. Only the
+    /// connection's one session channel can carry a command.
+    fn start_session(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        if !self.is_session(channel) {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        session.channel_success(channel)?;
+        self.driver.send_outgoing(
+            self.conn,
+            Outgoing::Session {
+                channel,
+                pty: self.pty,
+            },
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Tcp endpoints: accept visitors on the endpoint's port and pipe each through its own
+//! `forwarded-tcpip` channel.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::driver::Driver;
+use crate::net::{Listener, Net, Stream};
+use crate::proxy_header;
+
+/// Piping buffer per direction: large enough for full-size SSH packets, small enough that a
+/// thousand visitors stay cheap.
+const PIPE_BUFFER: usize = 64 * 1024;
+
+/// Accepts visitors until the endpoint is unbound (the task is aborted, dropping the listener).
+pub async fn serve_listener<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener, port: u16) {
+    driver
+        .stats
+        .active_listeners
+        .fetch_add(1, Ordering::Relaxed);
+    let _count = CountGuard(&driver.stats.active_listeners);
+    let local = listener.local_addr().ok();
+    loop {
+        match listener.accept().await {
+            Ok((visitor, peer)) => {
+                let driver = Arc::clone(&driver);
+                let local =
+                    local.unwrap_or_else(|| SocketAddr::new(driver.settings().tcp_bind_ip, port));
+                tokio::spawn(
+                    async move { serve_visitor(driver, port, visitor, peer, local).await },
+                );
+            }
+            Err(error) => {
+                // Out of descriptors and the like: keep serving the connections already open.
+                tracing::warn!(port, %error, "accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+async fn serve_visitor<N: Net>(
+    driver: Arc<Driver<N>>,
+    port: u16,
+    visitor: N::Stream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let Some((route, handle)) = driver.route_by_port(port) else {
+        return;
+    };
+    if !route.allows(peer.ip()) {
+        tracing::debug!(%peer, port, "visitor refused by cidr rules");
+        return;
+    }
+    let opened = tokio::time::timeout(
+        driver.settings().channel_open_timeout,
+        handle.channel_open_forwarded_tcpip(
+            route.target.bind_address.clone(),
+            route.target.port,
+            peer.ip().to_string(),
+            u32::from(peer.port()),
+        ),
+    )
+    .await;
+    let channel = match opened {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, port, %error, "client refused the channel");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, port, "channel open timed out");
+            return;
+        }
+    };
+    let header = route
+        .policy
+        .proxy_protocol()
+        .map(|version| proxy_header::encode(version, peer, local));
+    pipe(&driver, visitor, channel.into_stream(), header).await;
+}
+
+/// Copies both ways until both sides are done, passing each side's EOF on as a half-close.
+/// Backpressure is the copy itself: nothing is read from one side faster than the other takes it.
+pub async fn pipe<N: Net>(
+    driver: &Driver<N>,
+    mut visitor: impl Stream,
+    mut channel: impl tokio::io::AsyncRead + AsyncWrite + Unpin,
+    header: Option<Vec<u8>>,
+) {
+    driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
+    let _count = CountGuard(&driver.stats.active_streams);
+    if let Some(header) = header {
+        if channel.write_all(&header).await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::io::copy_bidirectional_with_sizes(
+        &mut visitor,
+        &mut channel,
+        PIPE_BUFFER,
+        PIPE_BUFFER,
+    )
+    .await;
+}
+
+struct CountGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for CountGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,6 +1,296 @@
-//! placeholder
-use crate::driver::Driver;
-use crate::net::Net;
+//! HTTP endpoints: a hyper server on the HTTP listener routes each request by Host to its
+//! tunnel, and speaks HTTP/1.1 to the user's local service over a `forwarded-tcpip` channel of
+//! the visitor connection's own (opened on demand, never pooled across visitors).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-pub async fn serve<N: Net>(_driver: Arc<Driver<N>>, _listener: N::Listener) {}
-pub async fn serve_https_placeholder<N: Net>(_driver: Arc<Driver<N>>, _listener: N::Listener) {}
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1 as client;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1 as server;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use russh::server::Handle;
+use tokio::sync::Mutex;
+use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
+
+use crate::driver::Driver;
+use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
+use crate::net::{Listener, Net, Stream};
+
+/// What a visitor gets back: the local service's body streamed, or our short text.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Limits on what a visitor may send before we answer.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+const MAX_HEADERS: usize = 100;
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves the HTTP listener until it fails for good.
+pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_connection(Arc::clone(&driver), stream, peer, "http"));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "http accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Placeholder until the https listener terminates TLS: connections are closed at once.
+pub async fn serve_https_placeholder<N: Net>(_driver: Arc<Driver<N>>, listener: N::Listener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        drop(stream);
+    }
+}
+
+/// Serves one visitor connection (plain, or already TLS-terminated with `scheme` "https").
+pub async fn serve_connection<N: Net, S: Stream>(
+    driver: Arc<Driver<N>>,
+    stream: S,
+    peer: SocketAddr,
+    scheme: &'static str,
+) {
+    let visitor = Arc::new(Visitor {
+        driver,
+        peer,
+        scheme,
+        upstream: Mutex::new(None),
+    });
+    let service = service_fn(move |request| {
+        let visitor = Arc::clone(&visitor);
+        async move { Ok::<_, Infallible>(visitor.handle(request).await) }
+    });
+    let mut builder = server::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    if let Err(error) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(%peer, %error, "http visitor connection ended with an error");
+    }
+}
+
+/// One visitor connection and the channel it has open to a tunnel, if any.
+struct Visitor<N: Net> {
+    driver: Arc<Driver<N>>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    upstream: Mutex<Option<Upstream>>,
+}
+
+struct Upstream {
+    endpoint: EndpointId,
+    sender: client::SendRequest<Incoming>,
+}
+
+impl<N: Net> Visitor<N> {
+    async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = tokio::time::Instant::now();
+        let host = match request_host(&request) {
+            Ok(host) => host,
+            Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
+        };
+        let Some((route, handle)) = self.driver.route_by_host(&host) else {
+            return text(StatusCode::NOT_FOUND, &format!("no tunnel for {host}\n"));
+        };
+        let Some(options) = route.policy.http().cloned() else {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("{host} is not an http tunnel\n"),
+            );
+        };
+        let method = request.method().to_string();
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let response = self.forward(request, &route, &handle, &host).await;
+        if options.inspect {
+            self.driver.submit(Input::HttpRequestCompleted {
+                endpoint: route.endpoint,
+                method,
+                path,
+                status: response.status().as_u16(),
+                elapsed: started.elapsed(),
+            });
+        }
+        response
+    }
+
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        route: &Route,
+        handle: &Handle,
+        host: &str,
+    ) -> Response<ResponseBody> {
+        let options = route.policy.http().expect("caller checked the kind");
+        if !route.allows(self.peer.ip()) {
+            return text(StatusCode::FORBIDDEN, "forbidden\n");
+        }
+        let authorization = request.headers().get(header::AUTHORIZATION);
+        if !basic_auth_allows(
+            &options.basic_auth,
+            authorization.map(HeaderValue::as_bytes),
+        ) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "authentication required\n");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tunnel\", charset=\"UTF-8\""),
+            );
+            return response;
+        }
+        let upgrade = wants_upgrade(request.headers());
+        let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        prepare_request(
+            request.headers_mut(),
+            self.peer.ip(),
+            self.scheme,
+            host,
+            options,
+            upgrade,
+        );
+        *request.uri_mut() = origin_form(request.uri());
+
+        let mut upstream = self.upstream.lock().await;
+        let mut sender = match upstream.take() {
+            Some(u) if u.endpoint == route.endpoint && !u.sender.is_closed() => u.sender,
+            _ => match self.open(route, handle).await {
+                Ok(sender) => sender,
+                Err(reason) => return text(StatusCode::BAD_GATEWAY, reason),
+            },
+        };
+        if sender.ready().await.is_err() {
+            sender = match self.open(route, handle).await {
+                Ok(sender) => sender,
+                Err(reason) => return text(StatusCode::BAD_GATEWAY, reason),
+            };
+        }
+        let mut response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%error, "request through the tunnel failed");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "the tunnel closed before the local service answered\n",
+                );
+            }
+        };
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        match (switching, visitor_upgrade) {
+            (true, Some(visitor_upgrade)) => {
+                let local_upgrade = hyper::upgrade::on(&mut response);
+                let driver = Arc::clone(&self.driver);
+                tokio::spawn(async move {
+                    if let (Ok(visitor), Ok(local)) = tokio::join!(visitor_upgrade, local_upgrade) {
+                        crate::tcp::pipe(&driver, TokioIo::new(visitor), TokioIo::new(local), None)
+                            .await;
+                    }
+                });
+            }
+            // The channel now carries this exchange only after an upgrade; otherwise keep it.
+            _ => {
+                *upstream = Some(Upstream {
+                    endpoint: route.endpoint,
+                    sender,
+                })
+            }
+        }
+        prepare_response(response.headers_mut(), options, switching);
+        response.map(Either::Left)
+    }
+
+    /// Opens this visitor's channel to the tunnel and an HTTP/1.1 client connection over it.
+    async fn open(
+        &self,
+        route: &Route,
+        handle: &Handle,
+    ) -> Result<client::SendRequest<Incoming>, &'static str> {
+        let opened = tokio::time::timeout(
+            self.driver.settings().channel_open_timeout,
+            handle.channel_open_forwarded_tcpip(
+                route.target.bind_address.clone(),
+                route.target.port,
+                self.peer.ip().to_canonical().to_string(),
+                u32::from(self.peer.port()),
+            ),
+        )
+        .await;
+        let channel = match opened {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(_)) => return Err("the tunnel's local service refused the connection\n"),
+            Err(_) => return Err("the tunnel did not answer in time\n"),
+        };
+        let (sender, connection) = client::Builder::new()
+            .handshake(TokioIo::new(channel.into_stream()))
+            .await
+            .map_err(|_| "the tunnel closed\n")?;
+        let driver = Arc::clone(&self.driver);
+        tokio::spawn(async move {
+            driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
+            let _ = connection.with_upgrades().await;
+            driver.stats.active_streams.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(sender)
+    }
+}
+
+/// The host a request is for: the absolute-form target's authority, else the one Host header
+/// (RFC 9112 §3.2: none, several, or an invalid one is a 400).
+fn request_host<B>(request: &Request<B>) -> Result<String, &'static str> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.as_str().to_owned());
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host
+            .to_str()
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .map(str::to_owned)
+            .ok_or("invalid Host header\n"),
+        (None, _) => Err("missing Host header\n"),
+        (Some(_), Some(_)) => Err("more than one Host header\n"),
+    }
+}
+
+/// The request target as the local service expects it: origin-form (`/path?query`).
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) if uri.authority().is_some() => pq
+            .as_str()
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/")),
+        _ => uri.clone(),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::copy_from_slice(
+        body.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

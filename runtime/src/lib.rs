@@ -4,6 +4,7 @@
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod http_headers;
 pub mod keys;
 pub mod net;
 pub mod proxy_header;

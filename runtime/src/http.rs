@@ -13,10 +13,10 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use russh::server::Handle;
 use tokio::sync::Mutex;
 use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
@@ -32,6 +32,7 @@ pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_HEADERS: usize = 100;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_H2_STREAMS: u32 = 100;
 
 /// Serves the HTTP listener until it fails for good.
 pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
@@ -45,13 +46,6 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
                 tokio::task::yield_now().await;
             }
         }
-    }
-}
-
-/// Placeholder until the https listener terminates TLS: connections are closed at once.
-pub async fn serve_https_placeholder<N: Net>(_driver: Arc<Driver<N>>, listener: N::Listener) {
-    while let Ok((stream, _)) = listener.accept().await {
-        drop(stream);
     }
 }
 
@@ -72,15 +66,26 @@ pub async fn serve_connection<N: Net, S: Stream>(
         let visitor = Arc::clone(&visitor);
         async move { Ok::<_, Infallible>(visitor.handle(request).await) }
     });
-    let mut builder = server::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    // Plain HTTP is HTTP/1.1 only; HTTP/2 is negotiated by ALPN on https.
+    let builder = if scheme == "http" {
+        builder.http1_only()
+    } else {
+        builder
+    };
     if let Err(error) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .await
     {
         tracing::debug!(%peer, %error, "http visitor connection ended with an error");
@@ -169,9 +174,14 @@ impl<N: Net> Visitor<N> {
             upgrade,
         );
         *request.uri_mut() = origin_form(request.uri());
+        // The local side always speaks HTTP/1.1, whatever the visitor speaks.
+        *request.version_mut() = hyper::Version::HTTP_11;
 
-        let mut upstream = self.upstream.lock().await;
-        let mut sender = match upstream.take() {
+        // An HTTP/2 visitor sends requests concurrently: one that finds the cached channel busy
+        // gets a channel of its own for this request.
+        let mut upstream = self.upstream.try_lock().ok();
+        let cached = upstream.as_mut().and_then(|u| u.take());
+        let mut sender = match cached {
             Some(u) if u.endpoint == route.endpoint && !u.sender.is_closed() => u.sender,
             _ => match self.open(route, handle).await {
                 Ok(sender) => sender,
@@ -201,17 +211,19 @@ impl<N: Net> Visitor<N> {
                 let driver = Arc::clone(&self.driver);
                 tokio::spawn(async move {
                     if let (Ok(visitor), Ok(local)) = tokio::join!(visitor_upgrade, local_upgrade) {
-                        crate::tcp::pipe(&driver, TokioIo::new(visitor), TokioIo::new(local), None)
-                            .await;
+                        let (visitor, local) = (TokioIo::new(visitor), TokioIo::new(local));
+                        crate::tcp::pipe(&driver, visitor, local, Vec::new()).await;
                     }
                 });
             }
-            // The channel now carries this exchange only after an upgrade; otherwise keep it.
+            // After an upgrade the channel belongs to it; otherwise keep it for the next request.
             _ => {
-                *upstream = Some(Upstream {
-                    endpoint: route.endpoint,
-                    sender,
-                })
+                if let Some(upstream) = upstream.as_mut() {
+                    **upstream = Some(Upstream {
+                        endpoint: route.endpoint,
+                        sender,
+                    });
+                }
             }
         }
         prepare_response(response.headers_mut(), options, switching);

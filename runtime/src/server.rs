@@ -17,6 +17,17 @@ use crate::driver::{Driver, DriverSettings};
 use crate::keys::AuthorizedKeys;
 use crate::net::{Listener, Net};
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The https certificate.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 /// A listener that could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for {what} on {addr}: {source}")]
@@ -46,7 +57,8 @@ pub async fn start<N: Net>(
     host_key: PrivateKey,
     authorized: Option<&AuthorizedKeys>,
     rng: Box<dyn RngCore + Send>,
-) -> Result<Running<N>, BindError> {
+) -> Result<Running<N>, StartError> {
+    let tls = crate::tls::server_config(config)?;
     let ssh = bind(&net, "ssh", config.ssh_addr).await?;
     let http = bind(&net, "http", config.http_addr).await?;
     let https = bind(&net, "https", config.https_addr).await?;
@@ -88,10 +100,7 @@ pub async fn start<N: Net>(
         Arc::new(ssh_config(config, host_key)),
     ));
     tokio::spawn(crate::http::serve(Arc::clone(&driver), http));
-    tokio::spawn(crate::http::serve_https_placeholder(
-        Arc::clone(&driver),
-        https,
-    ));
+    tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls));
     Ok(Running {
         driver,
         ssh_addr,

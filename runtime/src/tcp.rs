@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use russh::server::Handle;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tunnel_core::Route;
 
 use crate::driver::Driver;
 use crate::net::{Listener, Net, Stream};
@@ -56,32 +58,42 @@ async fn serve_visitor<N: Net>(
         tracing::debug!(%peer, port, "visitor refused by cidr rules");
         return;
     }
+    let prefix = route
+        .policy
+        .proxy_protocol()
+        .map(|version| proxy_header::encode(version, peer, local))
+        .unwrap_or_default();
+    open_and_pipe(&driver, &route, &handle, visitor, peer, prefix).await;
+}
+
+/// Opens the visitor's `forwarded-tcpip` channel (RFC 4254 §7.2: the forward's bind address and
+/// port, then the visitor as originator) and pipes through it, `prefix` first. A client that
+/// refuses the channel or does not answer in time costs only this visitor its connection.
+pub async fn open_and_pipe<N: Net>(
+    driver: &Driver<N>,
+    route: &Route,
+    handle: &Handle,
+    visitor: impl Stream,
+    peer: SocketAddr,
+    prefix: Vec<u8>,
+) {
     let opened = tokio::time::timeout(
         driver.settings().channel_open_timeout,
         handle.channel_open_forwarded_tcpip(
             route.target.bind_address.clone(),
             route.target.port,
-            peer.ip().to_string(),
+            peer.ip().to_canonical().to_string(),
             u32::from(peer.port()),
         ),
     )
     .await;
-    let channel = match opened {
-        Ok(Ok(channel)) => channel,
+    match opened {
+        Ok(Ok(channel)) => pipe(driver, visitor, channel.into_stream(), prefix).await,
         Ok(Err(error)) => {
-            tracing::debug!(%peer, port, %error, "client refused the channel");
-            return;
+            tracing::debug!(%peer, endpoint = %route.endpoint, %error, "client refused the channel")
         }
-        Err(_) => {
-            tracing::debug!(%peer, port, "channel open timed out");
-            return;
-        }
-    };
-    let header = route
-        .policy
-        .proxy_protocol()
-        .map(|version| proxy_header::encode(version, peer, local));
-    pipe(&driver, visitor, channel.into_stream(), header).await;
+        Err(_) => tracing::debug!(%peer, endpoint = %route.endpoint, "channel open timed out"),
+    }
 }
 
 /// Copies both ways until both sides are done, passing each side's EOF on as a half-close.
@@ -90,14 +102,12 @@ pub async fn pipe<N: Net>(
     driver: &Driver<N>,
     mut visitor: impl Stream,
     mut channel: impl tokio::io::AsyncRead + AsyncWrite + Unpin,
-    header: Option<Vec<u8>>,
+    prefix: Vec<u8>,
 ) {
     driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
     let _count = CountGuard(&driver.stats.active_streams);
-    if let Some(header) = header {
-        if channel.write_all(&header).await.is_err() {
-            return;
-        }
+    if !prefix.is_empty() && channel.write_all(&prefix).await.is_err() {
+        return;
     }
     let _ = tokio::io::copy_bidirectional_with_sizes(
         &mut visitor,

@@ -1,0 +1,160 @@
+//! The https listener: each connection's ClientHello is read without being consumed and routed by
+//! SNI. A tls endpoint gets the bytes untouched through a `forwarded-tcpip` channel (the server
+//! never terminates them); an http endpoint's connection is terminated here with rustls and then
+//! served like plain HTTP, HTTP/2 included.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_rustls::TlsAcceptor;
+use tunnel_core::command::EndpointKind;
+use tunnel_core::{read_client_hello, ClientHello};
+
+use crate::driver::Driver;
+use crate::net::{Listener, Net, Stream};
+
+/// How long a visitor has to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fatal `unrecognized_name` alert (RFC 8446 §6.2, RFC 6066 §3), sent in a plaintext record
+/// because no handshake ever started.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 112];
+
+/// Serves the https listener until it fails for good.
+pub async fn serve<N: Net>(
+    driver: Arc<Driver<N>>,
+    listener: N::Listener,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(error) => return tracing::error!(%error, "https listener has no address"),
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let (driver, acceptor) = (Arc::clone(&driver), acceptor.clone());
+                tokio::spawn(serve_connection(driver, acceptor, stream, peer, local));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "https accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+async fn serve_connection<N: Net>(
+    driver: Arc<Driver<N>>,
+    acceptor: TlsAcceptor,
+    mut stream: N::Stream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let mut received = Vec::with_capacity(2048);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+        loop {
+            match read_client_hello(&received) {
+                ClientHello::NeedMore => {}
+                decided => return Some(decided),
+            }
+            match stream.read_buf(&mut received).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let name = match hello {
+        Ok(Some(ClientHello::ServerName(name))) => name,
+        Ok(Some(ClientHello::NoServerName)) => return refuse(stream).await,
+        // Not TLS, a visitor that left, or one too slow: nothing to say.
+        _ => return,
+    };
+    let Some((route, handle)) = driver.route_by_host(&name) else {
+        return refuse(stream).await;
+    };
+    match route.policy.kind() {
+        EndpointKind::Tls => {
+            if !route.allows(peer.ip()) {
+                return;
+            }
+            let mut prefix = route
+                .policy
+                .proxy_protocol()
+                .map(|version| crate::proxy_header::encode(version, peer, local))
+                .unwrap_or_default();
+            prefix.extend_from_slice(&received);
+            crate::tcp::open_and_pipe(&driver, &route, &handle, stream, peer, prefix).await;
+        }
+        EndpointKind::Http => {
+            let replayed = Replayed {
+                prefix: received,
+                offset: 0,
+                inner: stream,
+            };
+            match acceptor.accept(replayed).await {
+                Ok(tls) => crate::http::serve_connection(driver, tls, peer, "https").await,
+                Err(error) => tracing::debug!(%peer, %error, "tls handshake failed"),
+            }
+        }
+        EndpointKind::Tcp => refuse(stream).await,
+    }
+}
+
+async fn refuse(mut stream: impl Stream) {
+    let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A stream that first gives back the bytes already read from it.
+struct Replayed<S> {
+    prefix: Vec<u8>,
+    offset: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.offset < self.prefix.len() {
+            let rest = &self.prefix[self.offset..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.offset += n;
+            if self.offset == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.offset = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

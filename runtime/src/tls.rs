@@ -1,0 +1,129 @@
+//! The certificate the https listener presents when it terminates TLS for http endpoints:
+//! `--tls-cert/--tls-key`, or a self-signed one for DOMAIN and *.DOMAIN made on first start and
+//! kept in the state dir.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::ServerConfig;
+
+/// Why the certificate could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("cannot read {what} from {path}: {source}")]
+    Pem {
+        /// "certificate" or "private key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The generated certificate could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("cannot generate a self-signed certificate for {domain}: {source}")]
+    Generate {
+        /// The domain.
+        domain: String,
+        /// Why.
+        source: rcgen::Error,
+    },
+    /// rustls refused the certificate and key.
+    #[error("the certificate and key do not make a TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// File names of the generated certificate in the state dir.
+pub const GENERATED_CERT: &str = "tls-cert.pem";
+/// File name of the generated key in the state dir.
+pub const GENERATED_KEY: &str = "tls-key.pem";
+
+/// The rustls configuration for terminating https: ALPN offers h2 and http/1.1.
+pub fn server_config(config: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (cert_path, key_path) = match &config.tls {
+        Some(files) => (files.cert.clone(), files.key.clone()),
+        None => generated(&config.state_dir, &config.domain)?,
+    };
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::Pem {
+            what: "certificate",
+            path: cert_path.clone(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|source| TlsError::Pem {
+        what: "private key",
+        path: key_path.clone(),
+        source,
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// The self-signed pair in `state_dir`, made on first use and reused after.
+fn generated(state_dir: &Path, domain: &str) -> Result<(PathBuf, PathBuf), TlsError> {
+    let cert_path = state_dir.join(GENERATED_CERT);
+    let key_path = state_dir.join(GENERATED_KEY);
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    let names = vec![domain.to_owned(), format!("*.{domain}")];
+    let generate = || -> Result<_, rcgen::Error> {
+        let mut params = rcgen::CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, domain);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok((cert, key))
+    };
+    let (cert, key) = generate().map_err(|source| TlsError::Generate {
+        domain: domain.to_owned(),
+        source,
+    })?;
+    fs::create_dir_all(state_dir).map_err(|source| TlsError::Write {
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate for {domain} and *.{domain}");
+    Ok((cert_path, key_path))
+}
+
+/// Writes a file created with `mode` (a key is never readable by others, not even briefly).
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    write().map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}

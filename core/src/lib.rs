@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod action;
+mod client_hello;
 pub mod command;
 mod config;
 mod endpoints;
@@ -23,6 +24,7 @@ mod ports;
 mod timers;
 
 pub use action::{Action, Reply, Stream};
+pub use client_hello::{read_client_hello, ClientHello, MAX_CLIENT_HELLO_BYTES};
 pub use config::{GatewayConfig, Limits, ReplyTiming};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
 pub use error::{CommandError, ForwardError, SessionError, Shown};

@@ -79,6 +79,9 @@ pub struct Limits {
     pub queued_lines: usize,
     /// Ports tried for one tcp endpoint when the host refuses to bind them.
     pub bind_attempts: usize,
+    /// Visitors one endpoint serves at once (tcp and tls connections, http requests in flight);
+    /// past it, http answers 503 and tcp/tls close. Keeps one busy tunnel from starving the rest.
+    pub visitors_per_endpoint: usize,
 }
 
 impl Default for Limits {
@@ -89,6 +92,7 @@ impl Default for Limits {
             unauthenticated_per_ip: 64,
             queued_lines: 32,
             bind_attempts: 8,
+            visitors_per_endpoint: 1024,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::server::Handle;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tunnel_core::{Action, ConnId, EndpointId, Gateway, Input, Reply, RequestId, Route, Stream};
 
@@ -63,6 +63,28 @@ struct State {
     gateway: Gateway,
     conns: HashMap<ConnId, ConnLink>,
     listeners: HashMap<EndpointId, ListenerSlot>,
+    /// One per live route: the endpoint's visitor limit.
+    visitor_permits: HashMap<EndpointId, Arc<Semaphore>>,
+}
+
+/// Where a visitor goes: the route, the connection to open the channel on, and a permit that
+/// counts it against the endpoint's visitor limit for as long as it is held.
+pub struct Target {
+    /// The route.
+    pub route: Arc<Route>,
+    /// The SSH connection's handle.
+    pub handle: Handle,
+    /// Held while the visitor is served.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Why a visitor cannot be served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoTarget {
+    /// No live route for it.
+    Unknown,
+    /// The endpoint is serving as many visitors as it may.
+    Busy,
 }
 
 /// What a handler call gets back synchronously.
@@ -118,6 +140,7 @@ impl<N: Net> Driver<N> {
                 gateway,
                 conns: HashMap::new(),
                 listeners: HashMap::new(),
+                visitor_permits: HashMap::new(),
             }),
             net,
             settings,
@@ -169,20 +192,18 @@ impl<N: Net> Driver<N> {
         }
     }
 
-    /// The live route for a tcp port and the handle of its connection.
-    pub fn route_by_port(&self, port: u16) -> Option<(Arc<Route>, Handle)> {
+    /// The visitor target for a tcp port.
+    pub fn target_by_port(&self, port: u16) -> Result<Target, NoTarget> {
         let state = self.lock();
-        let route = state.gateway.route_by_port(port)?.clone();
-        let handle = state.conns.get(&route.conn)?.handle.clone()?;
-        Some((route, handle))
+        let route = state.gateway.route_by_port(port).ok_or(NoTarget::Unknown)?;
+        state.target(route)
     }
 
-    /// The live route for a Host header or SNI name and the handle of its connection.
-    pub fn route_by_host(&self, host: &str) -> Option<(Arc<Route>, Handle)> {
+    /// The visitor target for a Host header or SNI name.
+    pub fn target_by_host(&self, host: &str) -> Result<Target, NoTarget> {
         let state = self.lock();
-        let route = state.gateway.route_by_host(host)?.clone();
-        let handle = state.conns.get(&route.conn)?.handle.clone()?;
-        Some((route, handle))
+        let route = state.gateway.route_by_host(host).ok_or(NoTarget::Unknown)?;
+        state.target(route)
     }
 
     /// Feeds one input, executes the resulting actions, and returns the answers the calling
@@ -246,8 +267,16 @@ impl<N: Net> Driver<N> {
                 }
                 Action::RouteAdded(route) => {
                     tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
+                    let mut state = self.lock();
+                    let limit = state.gateway.config().limits.visitors_per_endpoint;
+                    state
+                        .visitor_permits
+                        .insert(route.endpoint, Arc::new(Semaphore::new(limit)));
                 }
-                Action::RouteRemoved(endpoint) => tracing::debug!(%endpoint, "route removed"),
+                Action::RouteRemoved(endpoint) => {
+                    tracing::debug!(%endpoint, "route removed");
+                    self.lock().visitor_permits.remove(&endpoint);
+                }
                 Action::Print { conn, stream, line } => {
                     self.send_outgoing(conn, Outgoing::Print(stream, line));
                 }
@@ -294,6 +323,28 @@ impl<N: Net> Driver<N> {
             };
             driver.submit(outcome);
         });
+    }
+}
+
+impl State {
+    fn target(&self, route: &Arc<Route>) -> Result<Target, NoTarget> {
+        let handle = self
+            .conns
+            .get(&route.conn)
+            .and_then(|link| link.handle.clone())
+            .ok_or(NoTarget::Unknown)?;
+        let permits = self
+            .visitor_permits
+            .get(&route.endpoint)
+            .ok_or(NoTarget::Unknown)?;
+        let permit = Arc::clone(permits)
+            .try_acquire_owned()
+            .map_err(|_| NoTarget::Busy)?;
+        Ok(Target {
+            route: Arc::clone(route),
+            handle,
+            permit,
+        })
     }
 }
 

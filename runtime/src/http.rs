@@ -21,7 +21,7 @@ use russh::server::Handle;
 use tokio::sync::Mutex;
 use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
 
-use crate::driver::Driver;
+use crate::driver::{Driver, NoTarget, Target};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
 use crate::net::{Listener, Net, Stream};
 
@@ -112,8 +112,21 @@ impl<N: Net> Visitor<N> {
             Ok(host) => host,
             Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
         };
-        let Some((route, handle)) = self.driver.route_by_host(&host) else {
-            return text(StatusCode::NOT_FOUND, &format!("no tunnel for {host}\n"));
+        let (route, handle, _permit) = match self.driver.target_by_host(&host) {
+            Ok(Target {
+                route,
+                handle,
+                permit,
+            }) => (route, handle, permit),
+            Err(NoTarget::Unknown) => {
+                return text(StatusCode::NOT_FOUND, &format!("no tunnel for {host}\n"))
+            }
+            Err(NoTarget::Busy) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this tunnel is serving too many requests; try again\n",
+                )
+            }
         };
         let Some(options) = route.policy.http().cloned() else {
             return text(

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tunnel_core::command::EndpointKind;
 use tunnel_core::{read_client_hello, ClientHello};
 
-use crate::driver::Driver;
+use crate::driver::{Driver, NoTarget, Target};
 use crate::net::{Listener, Net, Stream};
 
 /// How long a visitor has to send its ClientHello.
@@ -77,8 +77,14 @@ async fn serve_connection<N: Net>(
         // Not TLS, a visitor that left, or one too slow: nothing to say.
         _ => return,
     };
-    let Some((route, handle)) = driver.route_by_host(&name) else {
-        return refuse(stream).await;
+    let (route, handle, permit) = match driver.target_by_host(&name) {
+        Ok(Target {
+            route,
+            handle,
+            permit,
+        }) => (route, handle, permit),
+        Err(NoTarget::Unknown) => return refuse(stream).await,
+        Err(NoTarget::Busy) => return,
     };
     match route.policy.kind() {
         EndpointKind::Tls => {
@@ -94,6 +100,8 @@ async fn serve_connection<N: Net>(
             crate::tcp::open_and_pipe(&driver, &route, &handle, stream, peer, prefix).await;
         }
         EndpointKind::Http => {
+            // Terminated http is limited per request, like plain http.
+            drop(permit);
             let replayed = Replayed {
                 prefix: received,
                 offset: 0,

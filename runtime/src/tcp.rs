@@ -9,7 +9,7 @@ use russh::server::Handle;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tunnel_core::Route;
 
-use crate::driver::Driver;
+use crate::driver::{Driver, Target};
 use crate::net::{Listener, Net, Stream};
 use crate::proxy_header;
 
@@ -51,7 +51,12 @@ async fn serve_visitor<N: Net>(
     peer: SocketAddr,
     local: SocketAddr,
 ) {
-    let Some((route, handle)) = driver.route_by_port(port) else {
+    let Ok(Target {
+        route,
+        handle,
+        permit: _permit,
+    }) = driver.target_by_port(port)
+    else {
         return;
     };
     if !route.allows(peer.ip()) {

@@ -136,6 +136,11 @@ impl Gateway {
             } => self.forward_cancelled(conn, request, &bind_address, port),
             Input::ExecRequested { conn, command } => self.command_requested(now, conn, &command),
             Input::ShellRequested { conn } => self.command_requested(now, conn, ""),
+            Input::SessionData {
+                conn,
+                data,
+                terminal,
+            } => self.session_data(now, conn, &data, terminal),
             Input::SessionClosed { conn } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.session = Session::Closed;
@@ -416,6 +421,25 @@ impl Gateway {
         }
     }
 
+    /// In a terminal, ^C ends the session with status 130 (as a shell reports SIGINT) and ^D with
+    /// 0; everything else typed is ignored. Without a terminal the bytes are the client's stdin,
+    /// which carries no meaning here.
+    fn session_data(&mut self, now: Instant, conn: ConnId, data: &[u8], terminal: bool) {
+        const CTRL_C: u8 = 0x03;
+        const CTRL_D: u8 = 0x04;
+        if !terminal || !self.conns.contains_key(&conn) {
+            return;
+        }
+        let status = match data.iter().find(|b| **b == CTRL_C || **b == CTRL_D) {
+            Some(&CTRL_C) => 130,
+            Some(_) => 0,
+            None => return,
+        };
+        self.actions.push_back(Action::Exit { conn, status });
+        self.actions.push_back(Action::Close { conn });
+        self.drop_connection(now, conn);
+    }
+
     fn print_help(&mut self, now: Instant, conn: ConnId) {
         for line in HELP.lines() {
             self.print(conn, Stream::Stdout, line.to_owned());
@@ -436,7 +460,11 @@ impl Gateway {
             c.fatal.get_or_insert(error);
             return;
         }
-        if matches!(c.session, Session::Open) {
+        // Forwards still waiting for the command are refused, not left unanswered.
+        let pending = std::mem::take(&mut c.pending);
+        let open = matches!(c.session, Session::Open);
+        self.refuse_held(conn, pending);
+        if open {
             self.actions.push_back(Action::Print {
                 conn,
                 stream: Stream::Stderr,

@@ -58,6 +58,16 @@ pub enum Input {
         /// The connection.
         conn: ConnId,
     },
+    /// Bytes the user typed into the session channel.
+    SessionData {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Whether the client asked for a terminal (pty-req): then ^C and ^D arrive as bytes
+        /// rather than as the client's own signals, and they end the session.
+        terminal: bool,
+    },
     /// The session channel closed; nothing more can be printed to it.
     SessionClosed {
         /// The connection.

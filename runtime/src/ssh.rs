@@ -215,6 +215,22 @@ impl<N: Net> Handler for SshHandler<N> {
         Ok(matches!(answers.reply(request), Reply::Granted { .. }))
     }
 
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.is_session(channel) {
+            self.driver.submit(Input::SessionData {
+                conn: self.conn,
+                data: data.to_vec(),
+                terminal: self.pty,
+            });
+        }
+        Ok(())
+    }
+
     async fn channel_close(
         &mut self,
         channel: ChannelId,

@@ -319,3 +319,51 @@ fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, hosts: &[&str]) -> Request<()> {
+        let mut builder = Request::builder().uri(target);
+        for host in hosts {
+            builder = builder.header(header::HOST, *host);
+        }
+        builder.body(()).expect("valid test request")
+    }
+
+    #[test]
+    fn host_comes_from_the_absolute_target_first() {
+        let r = request("http://a.localhost:8080/x?y", &["b.localhost"]);
+        assert_eq!(request_host(&r), Ok("a.localhost:8080".to_owned()));
+        assert_eq!(origin_form(r.uri()), "/x?y");
+    }
+
+    #[test]
+    fn one_host_header_is_required() {
+        assert_eq!(
+            request_host(&request("/", &["b.localhost"])),
+            Ok("b.localhost".into())
+        );
+        assert_eq!(
+            request_host(&request("/", &[])),
+            Err("missing Host header\n")
+        );
+        assert_eq!(
+            request_host(&request("/", &["a.localhost", "b.localhost"])),
+            Err("more than one Host header\n")
+        );
+        assert_eq!(
+            request_host(&request("/", &[" "])),
+            Err("invalid Host header\n")
+        );
+    }
+
+    #[test]
+    fn origin_form_targets_pass_unchanged() {
+        let uri: Uri = "/path?q=1".parse().expect("valid uri");
+        assert_eq!(origin_form(&uri), uri);
+        let star: Uri = "*".parse().expect("valid uri");
+        assert_eq!(origin_form(&star), star);
+    }
+}

@@ -177,6 +177,11 @@ impl<N: Net> Visitor<N> {
             return response;
         }
         let upgrade = wants_upgrade(request.headers());
+        // RFC 9112 §6.3: a chunked request may also have carried a Content-Length (hyper keeps
+        // Transfer-Encoding and drops the length, so the local side sees one framing); such a
+        // message may be a smuggling attempt, and the connection must close after answering.
+        let close_after = request.version() == hyper::Version::HTTP_11
+            && request.headers().contains_key(header::TRANSFER_ENCODING);
         let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         prepare_request(
             request.headers_mut(),
@@ -240,6 +245,11 @@ impl<N: Net> Visitor<N> {
             }
         }
         prepare_response(response.headers_mut(), options, switching);
+        if close_after && !switching {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response.map(Either::Left)
     }
 

@@ -125,6 +125,8 @@ pub(crate) enum EndpointState {
     Binding { attempts: usize },
     /// Routed.
     Live,
+    /// The host refused its last port and no other is tried: no listener to unbind.
+    BindFailed,
 }
 
 impl Endpoint {

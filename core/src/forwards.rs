@@ -98,10 +98,11 @@ impl Gateway {
     }
 
     /// [`ReplyTiming::Immediate`]: answer with what the port alone allows. The refusals here are
-    /// exactly the ports no command accepts, so the command can only confirm or refuse again.
+    /// the ports no command accepts and fixed tcp ports held by others; the command can only
+    /// confirm or refuse again.
     fn answer_early(&mut self, conn: ConnId, mut forward: PendingForward) -> PendingForward {
         let key = self.conns[&conn].key.clone().expect("forwards need auth");
-        let (reply, channel_port, provisional) = match forward.port {
+        let (reply, channel_port, provisional, refused) = match forward.port {
             0 => {
                 let reconnect = ReconnectKey {
                     owner: key,
@@ -122,29 +123,31 @@ impl Gateway {
                 let granted = Reply::Granted {
                     port: Some(u32::from(port)),
                 };
-                (granted, u32::from(port), provisional)
+                (granted, u32::from(port), provisional, None)
             }
-            80 | 443 => (Reply::Granted { port: None }, forward.port, None),
+            80 | 443 => (Reply::Granted { port: None }, forward.port, None, None),
             p if self.ports.contains(p) => {
                 let port = p as u16;
-                let free = match self.ownership.check(&Address::Port(port), &key) {
-                    Claim::Free => !self.ports.is_held(port),
-                    Claim::Reclaimed { .. } | Claim::TakeOver { .. } => true,
-                    Claim::Taken | Claim::Reserved => false,
+                let refused = match self.ownership.check(&Address::Port(port), &key) {
+                    Claim::Free if self.ports.is_held(port) => Some(ForwardError::PortInUse(port)),
+                    Claim::Free | Claim::Reclaimed { .. } | Claim::TakeOver { .. } => None,
+                    Claim::Taken => Some(ForwardError::PortInUse(port)),
+                    Claim::Reserved => Some(ForwardError::PortReserved(port)),
                 };
-                let reply = if free {
-                    Reply::Granted { port: None }
-                } else {
-                    Reply::Refused
+                let reply = match refused {
+                    None => Reply::Granted { port: None },
+                    Some(_) => Reply::Refused,
                 };
-                (reply, p, None)
+                (reply, p, None, refused)
             }
-            p => (Reply::Refused, p, None),
+            // No command accepts this port: the command's port rule refuses it again.
+            p => (Reply::Refused, p, None, None),
         };
         self.reply(conn, forward.request, reply);
         forward.reply = PendingReply::Sent {
             channel_port,
             provisional,
+            refused,
         };
         forward
     }
@@ -162,6 +165,7 @@ impl Gateway {
             PendingReply::Sent {
                 channel_port,
                 provisional,
+                ..
             } => (channel_port, provisional, None),
         };
         let result = self.create_endpoint(
@@ -209,6 +213,13 @@ impl Gateway {
                 tcp_range: self.ports.bounds(),
             });
         }
+        // The client was told no; the port coming free since cannot make that a yes.
+        if let PendingReply::Sent {
+            refused: Some(e), ..
+        } = &forward.reply
+        {
+            return Err(e.clone());
+        }
         let key = self.conns[&conn].key.clone().expect("forwards need auth");
         let reconnect = ReconnectKey {
             owner: key.clone(),
@@ -232,11 +243,20 @@ impl Gateway {
             (0, Some(_), _) => u32::from(self.config.http_port),
             _ => channel_port,
         };
+        let claim = self.ownership.check(&address, &key);
+        // The same address spelled twice on one connection (`app` and `app.localhost`, or 80
+        // and 443): taking it over from itself would end the connection under us.
+        if matches!(claim, Claim::TakeOver { conn: holder, .. } if holder == conn) {
+            return Err(ForwardError::Duplicate(
+                forward.bind_address.as_str().into(),
+                forward.port,
+            ));
+        }
         let endpoint = self.next_endpoint_id();
         if let Claim::TakeOver {
             conn: old_conn,
             endpoint: old,
-        } = self.ownership.check(&address, &key)
+        } = claim
         {
             self.take_over(now, old_conn, old, &address);
         }
@@ -438,7 +458,9 @@ impl Gateway {
             None
         };
         let Some(next) = next else {
-            let held = self.endpoints.get(&endpoint).and_then(|e| e.held_reply);
+            let e = self.endpoints.get_mut(&endpoint).expect("looked up above");
+            e.state = EndpointState::BindFailed;
+            let held = e.held_reply;
             self.remove_endpoint(now, endpoint, Removal::Released);
             if let Some(request) = held {
                 self.reply(conn, request, Reply::Refused);
@@ -546,7 +568,10 @@ impl Gateway {
             self.actions.push_back(Action::RouteRemoved(endpoint));
         }
         if let Address::Port(port) = address {
-            self.actions.push_back(Action::Unbind { endpoint, port });
+            // A port the host refused has no listener to stop.
+            if e.state != EndpointState::BindFailed {
+                self.actions.push_back(Action::Unbind { endpoint, port });
+            }
         }
         if why == Removal::Released {
             self.ownership.forget(&address);

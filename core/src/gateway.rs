@@ -89,6 +89,8 @@ pub(crate) enum PendingReply {
         channel_port: u32,
         /// A tcp port taken for a port-0 forward in case the command turns out to be tcp.
         provisional: Option<u16>,
+        /// Why the early reply was a refusal the command cannot undo (a fixed tcp port held).
+        refused: Option<ForwardError>,
     },
 }
 
@@ -310,11 +312,13 @@ impl Gateway {
     }
 
     fn auth_requested(&mut self, now: Instant, conn: ConnId, user: &str, key: KeyFingerprint) {
-        let accepted = self
-            .config
-            .authorized_keys
-            .as_ref()
-            .is_none_or(|keys| keys.contains(&key));
+        // A connection already dropped (auth timeout, per-IP limit) is never let in.
+        let accepted = self.conns.contains_key(&conn)
+            && self
+                .config
+                .authorized_keys
+                .as_ref()
+                .is_none_or(|keys| keys.contains(&key));
         self.actions.push_back(Action::Auth { conn, accepted });
         if !accepted {
             return;

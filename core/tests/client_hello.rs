@@ -22,7 +22,11 @@ fn real_clients_name_their_host() {
 fn one_byte_at_a_time_needs_more_until_the_last() {
     for hello in [OPENSSL, CURL] {
         for len in 0..hello.len() {
-            assert_eq!(read_client_hello(&hello[..len]), ClientHello::NeedMore, "at {len}");
+            assert_eq!(
+                read_client_hello(&hello[..len]),
+                ClientHello::NeedMore,
+                "at {len}"
+            );
         }
     }
 }

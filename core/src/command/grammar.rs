@@ -362,9 +362,10 @@ fn take_while_or_empty(pred: impl Fn(char) -> bool) -> impl Fn(&str) -> IResult<
 }
 
 fn host_header(input: &str) -> IResult<&str, HostHeader> {
+    // The keywords must be the whole value: `preserved.example` is a literal host.
     alt((
-        value(HostHeader::Preserve, tag("preserve")),
-        value(HostHeader::Rewrite, tag("rewrite")),
+        value(HostHeader::Preserve, all_consuming(tag("preserve"))),
+        value(HostHeader::Rewrite, all_consuming(tag("rewrite"))),
         map(
             take_while1(|c: char| c.is_ascii_alphanumeric() || "-.:[]_".contains(c)),
             |h: &str| HostHeader::Literal(h.to_owned()),

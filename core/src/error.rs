@@ -21,7 +21,7 @@ impl fmt::Display for Shown {
             if i == Self::MAX_CHARS {
                 return f.write_str("...\"");
             }
-            if c.is_control() {
+            if c.is_control() || c == '"' || c == '\\' {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 write!(f, "{c}")?;

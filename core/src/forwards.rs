@@ -16,7 +16,7 @@ use crate::command::{Command, EndpointKind};
 use crate::config::ReplyTiming;
 use crate::endpoints::{ChannelTarget, Endpoint, EndpointPolicy, EndpointState, Route};
 use crate::error::ForwardError;
-use crate::gateway::{CommandState, Gateway, PendingForward, PendingReply, Removal};
+use crate::gateway::{CommandState, EarlyListener, Gateway, PendingForward, PendingReply, Removal};
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::names::{random_name, requested_name};
 use crate::ownership::{Address, Claim, ReconnectKey};
@@ -39,21 +39,39 @@ impl Gateway {
         bind_address: String,
         port: u32,
     ) {
+        let immediate = self.config.reply_timing == ReplyTiming::Immediate;
         let refusal = match self.conns.get(&conn) {
             None => Some(None),
             Some(c) if c.key.is_none() => Some(Some(ForwardError::NotAuthenticated)),
+            // The session's error is told with the command; a grant lets the client get that far
+            // even with ExitOnForwardFailure.
+            Some(c) if c.fatal.is_some() && immediate => {
+                let http_port = u32::from(self.config.http_port);
+                self.reply(
+                    conn,
+                    request,
+                    Reply::Granted {
+                        port: (port == 0).then_some(http_port),
+                    },
+                );
+                return;
+            }
             Some(c) if c.fatal.is_some() => Some(None),
             Some(c) => {
                 let limit = self.config.limits.endpoints_per_connection;
-                let duplicate = c
-                    .pending
-                    .iter()
-                    .any(|f| f.bind_address == bind_address && f.port == port)
-                    || c.endpoints.iter().any(|e| {
-                        self.endpoints.get(e).is_some_and(|e| {
-                            e.route.target.bind_address == bind_address && e.requested_port == port
-                        })
-                    });
+                // Port 0 asks for a fresh port each time: `-R 0:localhost:22 -R 0:localhost:80`
+                // are two forwards.
+                let duplicate = port != 0
+                    && (c
+                        .pending
+                        .iter()
+                        .any(|f| f.bind_address == bind_address && f.port == port)
+                        || c.endpoints.iter().any(|e| {
+                            self.endpoints.get(e).is_some_and(|e| {
+                                e.route.target.bind_address == bind_address
+                                    && e.requested_port == port
+                            })
+                        }));
                 if c.pending.len() + c.endpoints.len() >= limit {
                     Some(Some(ForwardError::TooManyEndpoints(limit)))
                 } else if duplicate {
@@ -97,12 +115,14 @@ impl Gateway {
         }
     }
 
-    /// [`ReplyTiming::Immediate`]: answer with what the port alone allows. The refusals here are
-    /// the ports no command accepts and fixed tcp ports held by others; the command can only
-    /// confirm or refuse again.
+    /// [`ReplyTiming::Immediate`]: answer before the command. A forward that may be tcp (port 0,
+    /// or a port in the range) gets an early listener and its reply once that is bound, so the
+    /// port the reply names is one the host really gave us. Every other forward is granted at
+    /// once: one the command will refuse is refused with the command, where the user reads why.
     fn answer_early(&mut self, conn: ConnId, mut forward: PendingForward) -> PendingForward {
         let key = self.conns[&conn].key.clone().expect("forwards need auth");
-        let (reply, channel_port, provisional, refused) = match forward.port {
+        let mut refused = None;
+        let early_port = match forward.port {
             0 => {
                 let reconnect = ReconnectKey {
                     owner: key,
@@ -110,46 +130,140 @@ impl Gateway {
                     port: 0,
                     kind: EndpointKind::Tcp,
                 };
-                let provisional = match self.ownership.reserved_for(&reconnect).cloned() {
+                match self.ownership.reserved_for(&reconnect).cloned() {
                     Some(address @ Address::Port(p)) => {
-                        // Ours now: its reservation must not expire under the provisional hold.
+                        // Ours now: its reservation must not expire under the early listener.
                         self.end_reservation(&address, &reconnect.owner);
                         Some(p)
                     }
                     _ => self.ports.allocate_tcp_port().ok(),
-                };
-                // With the range exhausted only http can succeed: answer with its port.
-                let port = provisional.unwrap_or(self.config.http_port);
-                let granted = Reply::Granted {
-                    port: Some(u32::from(port)),
-                };
-                (granted, u32::from(port), provisional, None)
+                }
             }
-            80 | 443 => (Reply::Granted { port: None }, forward.port, None, None),
+            80 | 443 => {
+                // Always http or tls: a name held by another key is known to fail already.
+                if let Ok(Some(name)) = requested_name(&forward.bind_address, &self.config.domain) {
+                    refused = match self.ownership.check(&Address::Name(name.clone()), &key) {
+                        Claim::Taken => Some(ForwardError::NameTaken(name.to_string())),
+                        Claim::Reserved => Some(ForwardError::NameReserved(name.to_string())),
+                        _ => None,
+                    };
+                }
+                None
+            }
             p if self.ports.contains(p) => {
                 let port = p as u16;
-                let refused = match self.ownership.check(&Address::Port(port), &key) {
-                    Claim::Free if self.ports.is_held(port) => Some(ForwardError::PortInUse(port)),
-                    Claim::Free | Claim::Reclaimed { .. } | Claim::TakeOver { .. } => None,
-                    Claim::Taken => Some(ForwardError::PortInUse(port)),
-                    Claim::Reserved => Some(ForwardError::PortReserved(port)),
-                };
-                let reply = match refused {
-                    None => Reply::Granted { port: None },
-                    Some(_) => Reply::Refused,
-                };
-                (reply, p, None, refused)
+                let own_early = self.conns[&conn].pending.iter().any(|f| {
+                    matches!(&f.reply, PendingReply::Sent { early: Some(e), .. } if e.port == port)
+                });
+                match self.ownership.check(&Address::Port(port), &key) {
+                    Claim::Free if own_early => {
+                        let bind = forward.bind_address.as_str().into();
+                        refused = Some(ForwardError::Duplicate(bind, p));
+                        None
+                    }
+                    Claim::Free if self.ports.take(port) => Some(port),
+                    Claim::Free | Claim::Taken => {
+                        refused = Some(ForwardError::PortInUse(port));
+                        None
+                    }
+                    Claim::Reserved => {
+                        refused = Some(ForwardError::PortReserved(port));
+                        None
+                    }
+                    // The key's own port (reserved, or live elsewhere) is bound when settled.
+                    Claim::Reclaimed { .. } | Claim::TakeOver { .. } => None,
+                }
             }
-            // No command accepts this port: the command's port rule refuses it again.
-            p => (Reply::Refused, p, None, None),
+            _ => None,
         };
-        self.reply(conn, forward.request, reply);
+        let early = early_port.map(|port| {
+            let endpoint = self.next_endpoint_id();
+            self.early_listeners.insert(endpoint, conn);
+            self.actions.push_back(Action::Bind { endpoint, port });
+            EarlyListener {
+                endpoint,
+                port,
+                bound: false,
+                attempts: 1,
+            }
+        });
+        let channel_port = match (forward.port, early) {
+            (0, Some(early)) => u32::from(early.port),
+            // With the range exhausted only http can succeed: answer with its port.
+            (0, None) => u32::from(self.config.http_port),
+            (p, _) => p,
+        };
+        if early.is_none() {
+            let port = (forward.port == 0).then_some(channel_port);
+            self.reply(conn, forward.request, Reply::Granted { port });
+        }
         forward.reply = PendingReply::Sent {
             channel_port,
-            provisional,
+            early,
             refused,
         };
         forward
+    }
+
+    /// The adapter bound (or could not bind) an early listener.
+    pub(crate) fn early_bind_result(&mut self, endpoint: EndpointId, bound: bool) -> bool {
+        let Some(&conn) = self.early_listeners.get(&endpoint) else {
+            return false;
+        };
+        let bind_attempts = self.config.limits.bind_attempts;
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .expect("early listeners go with their connection");
+        let forward = c
+            .pending
+            .iter_mut()
+            .find(|f| matches!(&f.reply, PendingReply::Sent { early: Some(e), .. } if e.endpoint == endpoint))
+            .expect("an early listener belongs to one pending forward");
+        let PendingReply::Sent {
+            channel_port,
+            early: Some(early),
+            ..
+        } = &mut forward.reply
+        else {
+            unreachable!("matched above");
+        };
+        let (request, requested) = (forward.request, forward.port);
+        if bound {
+            early.bound = true;
+            self.ports.mark_bound(early.port);
+            let port = (requested == 0).then_some(*channel_port);
+            self.reply(conn, request, Reply::Granted { port });
+            return true;
+        }
+        let failed = early.port;
+        self.ports.mark_host_busy(failed);
+        self.ports.release(failed);
+        let next = if requested == 0 && early.attempts < bind_attempts {
+            self.ports.allocate_tcp_port().ok()
+        } else {
+            None
+        };
+        match next {
+            Some(port) => {
+                early.port = port;
+                early.attempts += 1;
+                *channel_port = u32::from(port);
+                self.actions.push_back(Action::Bind { endpoint, port });
+            }
+            None => {
+                // Granted all the same: the session ends with the reason once it can be read.
+                self.early_listeners.remove(&endpoint);
+                forward.reply = PendingReply::Sent {
+                    channel_port: u32::from(failed),
+                    early: None,
+                    refused: Some(ForwardError::BindFailed(failed)),
+                };
+                let port = (requested == 0).then_some(u32::from(failed));
+                self.reply(conn, request, Reply::Granted { port });
+            }
+        }
+        true
     }
 
     /// Turns a forward into an endpoint under `command`, or says why it cannot be one.
@@ -160,26 +274,21 @@ impl Gateway {
         forward: PendingForward,
         command: Option<&Command>,
     ) -> Result<(), ForwardError> {
-        let (channel_port, provisional, held) = match forward.reply {
+        let (channel_port, early, held) = match forward.reply {
             PendingReply::Held => (forward.port, None, Some(forward.request)),
             PendingReply::Sent {
                 channel_port,
-                provisional,
+                early,
                 ..
-            } => (channel_port, provisional, None),
+            } => (channel_port, early, None),
         };
-        let result = self.create_endpoint(
-            now,
-            conn,
-            &forward,
-            command,
-            channel_port,
-            provisional,
-            held,
-        );
+        if let Some(early) = early {
+            self.early_listeners.remove(&early.endpoint);
+        }
+        let result = self.create_endpoint(now, conn, &forward, command, channel_port, early, held);
         if result.is_err() {
-            if let Some(port) = provisional {
-                self.ports.release(port);
+            if let Some(early) = early {
+                self.release_early(early);
             }
         }
         result
@@ -193,9 +302,10 @@ impl Gateway {
         forward: &PendingForward,
         command: Option<&Command>,
         channel_port: u32,
-        provisional: Option<u16>,
+        early: Option<EarlyListener>,
         held_reply: Option<RequestId>,
     ) -> Result<(), ForwardError> {
+        let provisional = early.map(|e| e.port);
         let policy = match command {
             Some(c) => EndpointPolicy::from_command(c).expect("help never creates endpoints"),
             None => EndpointPolicy::default_for(default_kind(forward.port)),
@@ -230,9 +340,6 @@ impl Gateway {
         let (address, reconnect) = match kind {
             EndpointKind::Tcp => self.claim_tcp_port(&key, forward.port, provisional, reconnect)?,
             EndpointKind::Http | EndpointKind::Tls => {
-                if let Some(port) = provisional {
-                    self.ports.release(port);
-                }
                 self.claim_name(&key, &forward.bind_address, kind, reconnect)?
             }
         };
@@ -252,7 +359,20 @@ impl Gateway {
                 forward.port,
             ));
         }
-        let endpoint = self.next_endpoint_id();
+        // A tcp forward keeps its early listener: same id, same port, maybe bound already.
+        // Past every check, so an error leaves the listener to the caller to release once.
+        let early = match early {
+            Some(e) if address == Address::Port(e.port) => Some(e),
+            Some(e) => {
+                self.release_early(e);
+                None
+            }
+            None => None,
+        };
+        let endpoint = match early {
+            Some(e) => e.endpoint,
+            None => self.next_endpoint_id(),
+        };
         if let Claim::TakeOver {
             conn: old_conn,
             endpoint: old,
@@ -272,10 +392,15 @@ impl Gateway {
             },
             policy,
         };
-        let state = match address {
-            Address::Port(_) => EndpointState::Binding { attempts: 1 },
-            Address::Name(_) => EndpointState::Live,
+        let state = match (&address, early) {
+            (Address::Port(_), Some(e)) if e.bound => EndpointState::Live,
+            (Address::Port(_), Some(e)) => EndpointState::Binding {
+                attempts: e.attempts,
+            },
+            (Address::Port(_), None) => EndpointState::Binding { attempts: 1 },
+            (Address::Name(_), _) => EndpointState::Live,
         };
+        let live = state == EndpointState::Live;
         self.endpoints.insert(
             endpoint,
             Endpoint {
@@ -291,8 +416,12 @@ impl Gateway {
             .endpoints
             .insert(endpoint);
         match address {
-            Address::Port(port) => self.actions.push_back(Action::Bind { endpoint, port }),
-            Address::Name(_) => self.go_live(endpoint),
+            _ if live => self.go_live(endpoint),
+            Address::Port(port) if early.is_none() => {
+                self.actions.push_back(Action::Bind { endpoint, port })
+            }
+            // The early listener's bind is under way; its answer makes the endpoint live.
+            _ => {}
         }
         Ok(())
     }
@@ -320,6 +449,8 @@ impl Gateway {
         let port = u16::try_from(requested).expect("port_ok checked the range");
         let address = Address::Port(port);
         match self.ownership.check(&address, key) {
+            // An early listener already holds it for this forward.
+            Claim::Free if provisional == Some(port) => {}
             Claim::Free => {
                 if !self.ports.take(port) {
                     return Err(ForwardError::PortInUse(port));
@@ -426,6 +557,9 @@ impl Gateway {
     }
 
     pub(crate) fn bound(&mut self, endpoint: EndpointId) {
+        if self.early_bind_result(endpoint, true) {
+            return;
+        }
         let Some(e) = self.endpoints.get(&endpoint) else {
             return;
         };
@@ -441,6 +575,9 @@ impl Gateway {
     /// The host would not bind the port: a port-0 forward moves to another port, a fixed one
     /// fails.
     pub(crate) fn bind_failed(&mut self, now: Instant, endpoint: EndpointId) {
+        if self.early_bind_result(endpoint, false) {
+            return;
+        }
         let Some(e) = self.endpoints.get(&endpoint) else {
             return;
         };
@@ -513,6 +650,13 @@ impl Gateway {
         });
         if let Some(endpoint) = found {
             c.endpoints.remove(&endpoint);
+            if let Some(held) = self
+                .endpoints
+                .get_mut(&endpoint)
+                .and_then(|e| e.held_reply.take())
+            {
+                self.reply(conn, held, Reply::Refused);
+            }
             self.remove_endpoint_now(endpoint, Removal::Released);
             return self.reply(conn, request, Reply::Granted { port: None });
         }

@@ -39,6 +39,8 @@ pub struct Gateway {
     pub(crate) ports: TcpPortPool,
     pub(crate) timers: TimerTable,
     pub(crate) actions: VecDeque<Action>,
+    /// Early listeners (see [`EarlyListener`]) and their connections.
+    pub(crate) early_listeners: BTreeMap<EndpointId, ConnId>,
     next_endpoint: u64,
 }
 
@@ -83,15 +85,29 @@ pub(crate) struct PendingForward {
 pub(crate) enum PendingReply {
     /// Not answered yet ([`ReplyTiming::OnResolution`](crate::ReplyTiming::OnResolution)).
     Held,
-    /// Answered at once ([`ReplyTiming::Immediate`](crate::ReplyTiming::Immediate)).
+    /// Answered before the command ([`ReplyTiming::Immediate`](crate::ReplyTiming::Immediate)):
+    /// at once, or, for a forward that may be tcp, as soon as its early listener is bound.
     Sent {
-        /// The port the client now knows the forward by (the reply's port for port 0).
+        /// The port the client knows the forward by (the reply's port for port 0).
         channel_port: u32,
-        /// A tcp port taken for a port-0 forward in case the command turns out to be tcp.
-        provisional: Option<u16>,
-        /// Why the early reply was a refusal the command cannot undo (a fixed tcp port held).
+        /// The listener bound before the command for a forward that may be tcp, so that the
+        /// port the reply names is really ours, and a visitor that connects before the command
+        /// (or, with `ssh -N`, before the deadline) waits in the backlog instead of being refused.
+        early: Option<EarlyListener>,
+        /// An error the command cannot undo (a fixed tcp port held by another key), reported
+        /// with the command. The reply itself was a grant, so that the user sees why.
         refused: Option<ForwardError>,
     },
+}
+
+/// A tcp listener bound before the command is known.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EarlyListener {
+    pub(crate) endpoint: EndpointId,
+    pub(crate) port: u16,
+    /// Bound; the reply has been sent.
+    pub(crate) bound: bool,
+    pub(crate) attempts: usize,
 }
 
 impl Gateway {
@@ -109,6 +125,7 @@ impl Gateway {
             ports,
             timers: TimerTable::default(),
             actions: VecDeque::new(),
+            early_listeners: BTreeMap::new(),
             next_endpoint: 0,
         }
     }
@@ -468,12 +485,14 @@ impl Gateway {
         let pending = std::mem::take(&mut c.pending);
         let open = matches!(c.session, Session::Open);
         self.refuse_held(conn, pending);
+        // Without a session channel (`ssh -N`) the line is still given: the adapter puts it in
+        // the disconnect message, which OpenSSH shows.
+        self.actions.push_back(Action::Print {
+            conn,
+            stream: Stream::Stderr,
+            line: error.user_line(),
+        });
         if open {
-            self.actions.push_back(Action::Print {
-                conn,
-                stream: Stream::Stderr,
-                line: error.user_line(),
-            });
             self.actions.push_back(Action::Exit {
                 conn,
                 status: error.exit_status(),
@@ -497,11 +516,10 @@ impl Gateway {
         }
         for forward in c.pending {
             if let PendingReply::Sent {
-                provisional: Some(port),
-                ..
+                early: Some(early), ..
             } = forward.reply
             {
-                self.ports.release(port);
+                self.release_early(early);
             }
         }
         for endpoint in c.endpoints {
@@ -513,13 +531,26 @@ impl Gateway {
         for forward in forwards {
             match forward.reply {
                 PendingReply::Held => self.reply(conn, forward.request, Reply::Refused),
-                PendingReply::Sent { provisional, .. } => {
-                    if let Some(port) = provisional {
-                        self.ports.release(port);
+                PendingReply::Sent { early, .. } => {
+                    if let Some(early) = early {
+                        if !early.bound {
+                            self.reply(conn, forward.request, Reply::Refused);
+                        }
+                        self.release_early(early);
                     }
                 }
             }
         }
+    }
+
+    /// Drops an early listener that will not become an endpoint.
+    pub(crate) fn release_early(&mut self, early: EarlyListener) {
+        self.early_listeners.remove(&early.endpoint);
+        self.ports.release(early.port);
+        self.actions.push_back(Action::Unbind {
+            endpoint: early.endpoint,
+            port: early.port,
+        });
     }
 
     // ---- output -------------------------------------------------------------------------------

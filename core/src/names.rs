@@ -123,6 +123,7 @@ pub fn normalize_host(host: &str) -> Option<String> {
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty()
+        || host.split('.').any(str::is_empty)
         || host.len() > 253
         || !host
             .bytes()

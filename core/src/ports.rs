@@ -35,10 +35,6 @@ impl TcpPortPool {
         u16::try_from(port).is_ok_and(|p| self.range.contains(&p))
     }
 
-    pub(crate) fn is_held(&self, port: u16) -> bool {
-        self.held.contains(&port)
-    }
-
     /// Takes any free port, searching round-robin from the cursor.
     pub(crate) fn allocate_tcp_port(&mut self) -> Result<u16, ForwardError> {
         for skip_busy in [true, false] {

@@ -76,7 +76,13 @@ fn other_versions_are_refused_naming_v2() {
             // The key is fine; the refusal is the session's, with a line the user can read.
             assert!(h.auth(conn, user, "alice"));
             let req = h.forward(conn, "app", 80);
-            assert_eq!(h.reply(req), Some(Reply::Refused), "{user} {timing:?}");
+            // Held replies are refused with the line; an early reply is a grant so that even a
+            // client with ExitOnForwardFailure stays to read the line.
+            let expected = match timing {
+                ReplyTiming::OnResolution => Reply::Refused,
+                ReplyTiming::Immediate => Reply::Granted { port: None },
+            };
+            assert_eq!(h.reply(req), Some(expected), "{user} {timing:?}");
             h.exec(conn, "http");
             assert_eq!(h.stderr(conn).len(), 1);
             let line = &h.stderr(conn)[0];

@@ -96,7 +96,8 @@ fn immediate_answers_at_once_and_port_zero_gets_a_tcp_port() {
         panic!("port 0 is answered with a port: {:?}", h.reply(db));
     };
     assert!(h.config().tcp_ports.contains(&(port as u16)));
-    assert_eq!(h.reply(bad), Some(Reply::Refused), "no command accepts 22");
+    // No command accepts 22, but the grant lets the client stay to read why.
+    assert_eq!(h.reply(bad), Some(Reply::Granted { port: None }));
     assert_eq!(h.gw.route_count(), 0, "routes wait for the command");
 
     h.exec(conn, "tcp");
@@ -157,7 +158,11 @@ fn refused_forward_fails_the_session_in_both_modes() {
     for timing in [ReplyTiming::OnResolution, ReplyTiming::Immediate] {
         let mut h = Harness::with_timing(timing);
         let (conn, reqs) = h.tunnel("alice", &[("localhost", 8080)], "http");
-        assert_eq!(h.reply(reqs[0]), Some(Reply::Refused), "{timing:?}");
+        let expected = match timing {
+            ReplyTiming::OnResolution => Reply::Refused,
+            ReplyTiming::Immediate => Reply::Granted { port: None },
+        };
+        assert_eq!(h.reply(reqs[0]), Some(expected), "{timing:?}");
         assert_eq!(h.stderr(conn).len(), 1, "{timing:?}");
         assert!(h.stderr(conn)[0].contains("8080"));
         assert!(h.stderr(conn)[0].contains("--help"));
@@ -281,13 +286,13 @@ fn inspect_false_prints_no_request_lines() {
 
 #[test]
 fn immediate_a_forward_refused_early_never_becomes_an_endpoint() {
-    // The port is taken when bob asks, free again when his command arrives: the client was told
-    // "refused", so a route there would lead nowhere.
+    // The port is taken when bob asks, free again when his command arrives: the answer was
+    // settled when he asked (granted only so that he stays to read why), so no route appears.
     let mut h = Harness::with_timing(ReplyTiming::Immediate);
     let (alice, _) = h.tunnel("alice", &[("localhost", 20001)], "tcp");
     let bob = h.login("bob");
     let req = h.forward(bob, "localhost", 20001);
-    assert_eq!(h.reply(req), Some(Reply::Refused));
+    assert_eq!(h.reply(req), Some(Reply::Granted { port: None }));
     let cancel = h.cancel(alice, "localhost", 20001);
     assert_eq!(h.reply(cancel), Some(Reply::Granted { port: None }));
     h.exec(bob, "tcp");

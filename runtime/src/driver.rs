@@ -11,7 +11,9 @@ use std::time::Duration;
 use russh::server::Handle;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
-use tunnel_core::{Action, ConnId, EndpointId, Gateway, Input, Reply, RequestId, Route, Stream};
+use tunnel_core::{
+    Action, Address, ConnId, EndpointId, Gateway, Input, Reply, RequestId, Route, Stream,
+};
 
 use crate::net::Net;
 
@@ -53,16 +55,18 @@ struct ConnLink {
     outbox: mpsc::Sender<Outgoing>,
 }
 
-enum ListenerSlot {
-    /// Bind in progress; an unbind before it finishes wins.
-    Binding,
+enum ListenerSlot<L> {
+    /// Bound, not accepting yet: until its route is live, visitors wait in the kernel's backlog
+    /// (their connect succeeds) for the command to say what the endpoint is.
+    Bound(L),
+    /// Accepting visitors.
     Running(AbortHandle),
 }
 
-struct State {
+struct State<L> {
     gateway: Gateway,
     conns: HashMap<ConnId, ConnLink>,
-    listeners: HashMap<EndpointId, ListenerSlot>,
+    listeners: HashMap<EndpointId, ListenerSlot<L>>,
     /// One per live route: the endpoint's visitor limit.
     visitor_permits: HashMap<EndpointId, Arc<Semaphore>>,
 }
@@ -119,7 +123,7 @@ pub struct Stats {
 
 /// The running gateway: core state plus the links to connections and listeners.
 pub struct Driver<N: Net> {
-    state: Mutex<State>,
+    state: Mutex<State<N::Listener>>,
     net: N,
     settings: DriverSettings,
     timer_changed: Notify,
@@ -154,7 +158,7 @@ impl<N: Net> Driver<N> {
         &self.settings
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<N::Listener>> {
         // A panic while holding the lock is a bug already reported; the state stays usable.
         self.state
             .lock()
@@ -184,7 +188,7 @@ impl<N: Net> Driver<N> {
         }
     }
 
-    /// Tells a connection's outbox about its session channel.
+    /// Queues a message for a connection's outbox.
     pub fn send_outgoing(&self, conn: ConnId, message: Outgoing) {
         let outbox = self.lock().conns.get(&conn).map(|l| l.outbox.clone());
         if let Some(outbox) = outbox {
@@ -206,23 +210,17 @@ impl<N: Net> Driver<N> {
         state.target(route)
     }
 
-    /// Feeds one input, executes the resulting actions, and returns the answers the calling
-    /// handler must give synchronously.
-    pub fn submit(self: &Arc<Self>, input: Input) -> Answers {
-        let closed_conn = match &input {
-            Input::ConnectionClosed { conn } => Some(*conn),
-            _ => None,
-        };
-        let actions = {
-            let mut state = self.lock();
-            state.gateway.handle(now(), input);
-            if let Some(conn) = closed_conn {
-                state.conns.remove(&conn);
-            }
-            drain(&mut state.gateway)
-        };
-        self.timer_changed.notify_one();
-        self.execute(actions)
+    /// Feeds one input, carries out what follows, and returns the answers the calling handler
+    /// must give. Listeners are bound here, before returning, so that a forward's reply names a
+    /// port the host really gave us (the core answers once the bind is reported).
+    pub async fn submit(self: &Arc<Self>, input: Input) -> Answers {
+        let mut answers = Answers::default();
+        if let Input::ConnectionClosed { conn } = &input {
+            self.lock().conns.remove(conn);
+        }
+        self.run(|gateway| gateway.handle(now(), input), &mut answers)
+            .await;
+        answers
     }
 
     /// Runs the core's deadlines for as long as the driver lives.
@@ -242,91 +240,114 @@ impl<N: Net> Driver<N> {
                     continue;
                 }
             }
-            let actions = {
-                let mut state = self.lock();
-                state.gateway.handle_timeout(now());
-                drain(&mut state.gateway)
-            };
-            self.execute(actions);
+            let mut answers = Answers::default();
+            self.run(|gateway| gateway.handle_timeout(now()), &mut answers)
+                .await;
         }
     }
 
-    fn execute(self: &Arc<Self>, actions: Vec<Action>) -> Answers {
-        let mut answers = Answers::default();
+    /// One mutation of the core, then its actions carried out, binds answered in order until the
+    /// core asks for nothing more.
+    async fn run(self: &Arc<Self>, mutate: impl FnOnce(&mut Gateway), answers: &mut Answers) {
+        let mut binds = {
+            let mut state = self.lock();
+            mutate(&mut state.gateway);
+            let actions = drain(&mut state.gateway);
+            self.execute(&mut state, actions, answers)
+        };
+        while !binds.is_empty() {
+            let (endpoint, port) = binds.remove(0);
+            let outcome = self.bind(endpoint, port).await;
+            let mut state = self.lock();
+            state.gateway.handle(now(), outcome);
+            let actions = drain(&mut state.gateway);
+            binds.extend(self.execute(&mut state, actions, answers));
+        }
+        self.timer_changed.notify_one();
+    }
+
+    /// Carries out actions under the lock (none of them waits); returns the binds to perform.
+    fn execute(
+        self: &Arc<Self>,
+        state: &mut State<N::Listener>,
+        actions: Vec<Action>,
+        answers: &mut Answers,
+    ) -> Vec<(EndpointId, u16)> {
+        let mut binds = Vec::new();
         for action in actions {
             match action {
                 Action::Auth { accepted, .. } => answers.auth = Some(accepted),
                 Action::Reply { request, reply, .. } => answers.replies.push((request, reply)),
-                Action::Bind { endpoint, port } => self.bind(endpoint, port),
+                Action::Bind { endpoint, port } => binds.push((endpoint, port)),
                 Action::Unbind { endpoint, .. } => {
-                    if let Some(ListenerSlot::Running(task)) =
-                        self.lock().listeners.remove(&endpoint)
-                    {
+                    // Dropping a bound listener closes the port at once.
+                    if let Some(ListenerSlot::Running(task)) = state.listeners.remove(&endpoint) {
                         task.abort();
                     }
                 }
                 Action::RouteAdded(route) => {
                     tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
-                    let mut state = self.lock();
                     let limit = state.gateway.config().limits.visitors_per_endpoint;
                     state
                         .visitor_permits
                         .insert(route.endpoint, Arc::new(Semaphore::new(limit)));
-                }
-                Action::RouteRemoved(endpoint) => {
-                    tracing::debug!(%endpoint, "route removed");
-                    self.lock().visitor_permits.remove(&endpoint);
-                }
-                Action::Print { conn, stream, line } => {
-                    self.send_outgoing(conn, Outgoing::Print(stream, line));
-                }
-                Action::Exit { conn, status } => self.send_outgoing(conn, Outgoing::Exit(status)),
-                Action::Close { conn } => {
-                    answers.closed = true;
-                    self.send_outgoing(conn, Outgoing::Close);
-                }
-            }
-        }
-        answers
-    }
-
-    /// Binds a tcp endpoint's listener in the background and reports back to the core.
-    fn bind(self: &Arc<Self>, endpoint: EndpointId, port: u16) {
-        self.lock()
-            .listeners
-            .insert(endpoint, ListenerSlot::Binding);
-        let driver = Arc::clone(self);
-        tokio::spawn(async move {
-            let addr = SocketAddr::new(driver.settings.tcp_bind_ip, port);
-            let outcome = match driver.net.bind(addr).await {
-                Ok(listener) => {
-                    let mut state = driver.lock();
-                    match state.listeners.get_mut(&endpoint) {
-                        // Unbound while binding: drop the listener, the core has moved on.
-                        None => return,
-                        Some(slot) => {
+                    if let Address::Port(port) = route.address {
+                        if let Some(ListenerSlot::Bound(listener)) =
+                            state.listeners.remove(&route.endpoint)
+                        {
                             let task = tokio::spawn(crate::tcp::serve_listener(
-                                Arc::clone(&driver),
+                                Arc::clone(self),
                                 listener,
                                 port,
                             ));
-                            *slot = ListenerSlot::Running(task.abort_handle());
+                            state
+                                .listeners
+                                .insert(route.endpoint, ListenerSlot::Running(task.abort_handle()));
                         }
                     }
-                    Input::Bound { endpoint }
                 }
-                Err(error) => {
-                    tracing::warn!(%addr, %error, "tcp endpoint bind failed");
-                    driver.lock().listeners.remove(&endpoint);
-                    Input::BindFailed { endpoint }
+                Action::RouteRemoved(endpoint) => {
+                    tracing::debug!(%endpoint, "route removed");
+                    state.visitor_permits.remove(&endpoint);
                 }
-            };
-            driver.submit(outcome);
-        });
+                Action::Print { conn, stream, line } => {
+                    state.outgoing(conn, Outgoing::Print(stream, line));
+                }
+                Action::Exit { conn, status } => state.outgoing(conn, Outgoing::Exit(status)),
+                Action::Close { conn } => {
+                    answers.closed = true;
+                    state.outgoing(conn, Outgoing::Close);
+                }
+            }
+        }
+        binds
+    }
+
+    /// Binds a tcp endpoint's listener; the result is the core's next input.
+    async fn bind(&self, endpoint: EndpointId, port: u16) -> Input {
+        let addr = SocketAddr::new(self.settings.tcp_bind_ip, port);
+        match self.net.bind(addr).await {
+            Ok(listener) => {
+                self.lock()
+                    .listeners
+                    .insert(endpoint, ListenerSlot::Bound(listener));
+                Input::Bound { endpoint }
+            }
+            Err(error) => {
+                tracing::warn!(%addr, %error, "tcp endpoint bind failed");
+                Input::BindFailed { endpoint }
+            }
+        }
     }
 }
 
-impl State {
+impl<L> State<L> {
+    fn outgoing(&self, conn: ConnId, message: Outgoing) {
+        if let Some(link) = self.conns.get(&conn) {
+            deliver(link.outbox.clone(), message);
+        }
+    }
+
     fn target(&self, route: &Arc<Route>) -> Result<Target, NoTarget> {
         let handle = self
             .conns
@@ -372,11 +393,17 @@ pub async fn run_outbox(
     close_grace: Duration,
 ) {
     let mut session: Option<(russh::ChannelId, bool)> = None;
+    // A line for a connection without a session channel (`ssh -N`) goes out with the
+    // disconnect, which OpenSSH shows.
+    let mut unsaid = String::from("closed by the tunnel server");
     while let Some(message) = outbox.recv().await {
         match message {
             Outgoing::Session { channel, pty } => session = Some((channel, pty)),
             Outgoing::Print(stream, mut line) => {
                 let Some((channel, pty)) = session else {
+                    if stream == Stream::Stderr {
+                        unsaid = line;
+                    }
                     continue;
                 };
                 line.push_str(if pty { "\r\n" } else { "\n" });
@@ -405,11 +432,7 @@ pub async fn run_outbox(
                     .await;
                 }
                 let _ = handle
-                    .disconnect(
-                        russh::Disconnect::ByApplication,
-                        "closed by the tunnel server".into(),
-                        String::new(),
-                    )
+                    .disconnect(russh::Disconnect::ByApplication, unsaid, String::new())
                     .await;
                 return;
             }

@@ -142,13 +142,15 @@ impl<N: Net> Visitor<N> {
             .to_owned();
         let response = self.forward(request, &route, &handle, &host).await;
         if options.inspect {
-            self.driver.submit(Input::HttpRequestCompleted {
-                endpoint: route.endpoint,
-                method,
-                path,
-                status: response.status().as_u16(),
-                elapsed: started.elapsed(),
-            });
+            self.driver
+                .submit(Input::HttpRequestCompleted {
+                    endpoint: route.endpoint,
+                    method,
+                    path,
+                    status: response.status().as_u16(),
+                    elapsed: started.elapsed(),
+                })
+                .await;
         }
         response
     }

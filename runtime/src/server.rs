@@ -130,6 +130,8 @@ fn local<L: Listener>(listener: &L, asked: SocketAddr) -> SocketAddr {
 /// (AES-GCM is the cheapest AEAD on CPUs with AES-NI), large windows, keepalives instead of an
 /// idle cut-off (quiet tunnels are normal).
 fn ssh_config(config: &ServerConfig, host_key: PrivateKey) -> russh::server::Config {
+    /// OpenSSH's own channel packet size (CHAN_TCP_PACKET_DEFAULT).
+    const MAX_PACKET: u32 = 32 * 1024;
     const CIPHERS: &[cipher::Name] = &[
         cipher::AES_128_GCM,
         cipher::AES_256_GCM,
@@ -141,7 +143,16 @@ fn ssh_config(config: &ServerConfig, host_key: PrivateKey) -> russh::server::Con
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
         window_size: config.channel_window,
-        inactivity_timeout: None,
+        // russh queues a channel's incoming packets and stops reading the connection when the
+        // queue is full (it grants window on arrival, not on consumption): size the queue so a
+        // slow reader holds at most about one window of data.
+        channel_buffer_size: (config.channel_window / MAX_PACKET).max(8) as usize,
+        maximum_packet_size: MAX_PACKET,
+        // Quiet tunnels are normal, so no idle cut-off of our own; but after a disconnect russh
+        // waits for the peer's EOF bounded only by this, and keepalive replies count as activity.
+        inactivity_timeout: config
+            .keepalive_interval
+            .map(|interval| interval * (config.keepalive_max as u32 + 2)),
         keepalive_interval: config.keepalive_interval,
         keepalive_max: config.keepalive_max,
         nodelay: true,

@@ -46,8 +46,12 @@ async fn run_connection<N: Net>(
 ) {
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
     driver.register(conn, outbox);
-    if driver.submit(Input::ConnectionOpened { conn, peer }).closed {
-        driver.submit(Input::ConnectionClosed { conn });
+    if driver
+        .submit(Input::ConnectionOpened { conn, peer })
+        .await
+        .closed
+    {
+        driver.submit(Input::ConnectionClosed { conn }).await;
         return;
     }
     let handler = SshHandler {
@@ -69,7 +73,7 @@ async fn run_connection<N: Net>(
         }
         Err(error) => tracing::debug!(%conn, %peer, %error, "ssh handshake failed"),
     }
-    driver.submit(Input::ConnectionClosed { conn });
+    driver.submit(Input::ConnectionClosed { conn }).await;
 }
 
 struct SshHandler<N: Net> {
@@ -105,7 +109,7 @@ impl<N: Net> Handler for SshHandler<N> {
             user: user.to_owned(),
             key: KeyFingerprint::new(fingerprint(key.public_key)),
         };
-        Ok(match self.driver.submit(input).auth {
+        Ok(match self.driver.submit(input).await.auth {
             Some(true) => Auth::Accept,
             _ => Auth::reject(),
         })
@@ -157,10 +161,12 @@ impl<N: Net> Handler for SshHandler<N> {
     ) -> Result<(), Self::Error> {
         self.start_session(channel, session)?;
         let command = String::from_utf8_lossy(data).into_owned();
-        self.driver.submit(Input::ExecRequested {
-            conn: self.conn,
-            command,
-        });
+        self.driver
+            .submit(Input::ExecRequested {
+                conn: self.conn,
+                command,
+            })
+            .await;
         Ok(())
     }
 
@@ -171,7 +177,8 @@ impl<N: Net> Handler for SshHandler<N> {
     ) -> Result<(), Self::Error> {
         self.start_session(channel, session)?;
         self.driver
-            .submit(Input::ShellRequested { conn: self.conn });
+            .submit(Input::ShellRequested { conn: self.conn })
+            .await;
         Ok(())
     }
 
@@ -182,12 +189,15 @@ impl<N: Net> Handler for SshHandler<N> {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let request = self.request_id();
-        let answers = self.driver.submit(Input::ForwardRequested {
-            conn: self.conn,
-            request,
-            bind_address: address.to_owned(),
-            port: *port,
-        });
+        let answers = self
+            .driver
+            .submit(Input::ForwardRequested {
+                conn: self.conn,
+                request,
+                bind_address: address.to_owned(),
+                port: *port,
+            })
+            .await;
         Ok(match answers.reply(request) {
             Reply::Granted { port: allocated } => {
                 if let Some(allocated) = allocated {
@@ -206,12 +216,15 @@ impl<N: Net> Handler for SshHandler<N> {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let request = self.request_id();
-        let answers = self.driver.submit(Input::ForwardCancelled {
-            conn: self.conn,
-            request,
-            bind_address: address.to_owned(),
-            port,
-        });
+        let answers = self
+            .driver
+            .submit(Input::ForwardCancelled {
+                conn: self.conn,
+                request,
+                bind_address: address.to_owned(),
+                port,
+            })
+            .await;
         Ok(matches!(answers.reply(request), Reply::Granted { .. }))
     }
 
@@ -222,11 +235,13 @@ impl<N: Net> Handler for SshHandler<N> {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.is_session(channel) {
-            self.driver.submit(Input::SessionData {
-                conn: self.conn,
-                data: data.to_vec(),
-                terminal: self.pty,
-            });
+            self.driver
+                .submit(Input::SessionData {
+                    conn: self.conn,
+                    data: data.to_vec(),
+                    terminal: self.pty,
+                })
+                .await;
         }
         Ok(())
     }
@@ -238,7 +253,9 @@ impl<N: Net> Handler for SshHandler<N> {
     ) -> Result<(), Self::Error> {
         if self.is_session(channel) {
             self.session = None;
-            self.driver.submit(Input::SessionClosed { conn: self.conn });
+            self.driver
+                .submit(Input::SessionClosed { conn: self.conn })
+                .await;
         }
         Ok(())
     }

@@ -60,6 +60,13 @@ pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
     let mut words = rest.into_iter().peekable();
     while let Some(word) = words.next() {
         let Ok((_, (name, inline))) = flag(word) else {
+            if word.starts_with('-') {
+                return Err(CommandError::UnknownFlag {
+                    flag: word.into(),
+                    command: kind,
+                    applies_to: &[],
+                });
+            }
             return Err(CommandError::UnexpectedArgument(word.into()));
         };
         let applies_to = FLAGS

@@ -1,0 +1,143 @@
+//! Traffic flags on tcp tunnels: `--cidr-allow`, `--cidr-deny`, `--proxy-proto`.
+
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use tunnel_e2e::proxy_protocol::{read_header, ProxyHeader};
+use tunnel_e2e::visitor::{self, Ending};
+use tunnel_e2e::{Client, LocalService, Server, FAILURE_TIMEOUT};
+
+const BANNER: &[u8] = b"welcome\n";
+
+/// Connects to a tunnel whose service greets with [`BANNER`] and reports how it ended.
+fn visit(port: u16) -> Ending {
+    let mut stream = visitor::connect(port).expect("the public port accepts the connection");
+    visitor::read_until_closed_or(&mut stream, BANNER.len(), FAILURE_TIMEOUT)
+}
+
+fn tunnel_with(flags: &[&str]) -> (Server, LocalService, Client, u16) {
+    let server = Server::start(&[]);
+    let service = LocalService::echo_with_banner(BANNER);
+    let (client, forwarding) = Client::tcp_tunnel(&server, service.port(), flags);
+    let port = forwarding.public_port();
+    (server, service, client, port)
+}
+
+#[test]
+fn cidr_deny_closes_the_visitor_without_data() {
+    let (_server, service, client, port) = tunnel_with(&["--cidr-deny", "127.0.0.1/32"]);
+
+    let ending = visit(port);
+
+    assert!(
+        ending.is_closed() && ending.received().is_empty(),
+        "a denied visitor must be closed without data, got {ending:?}\n{client}"
+    );
+    assert_eq!(
+        service.accepted(),
+        0,
+        "no channel may be opened for a denied visitor"
+    );
+}
+
+#[test]
+fn cidr_allow_lets_the_visitor_through() {
+    let (_server, _service, client, port) = tunnel_with(&["--cidr-allow", "127.0.0.0/8"]);
+
+    let ending = visit(port);
+
+    assert_eq!(
+        ending.received(),
+        BANNER,
+        "an allowed visitor must reach the service, got {ending:?}\n{client}"
+    );
+    client.assert_echo_after(port, BANNER);
+}
+
+#[test]
+fn cidr_allow_of_another_network_closes_the_visitor() {
+    let (_server, service, client, port) = tunnel_with(&["--cidr-allow", "10.0.0.0/8"]);
+
+    let ending = visit(port);
+
+    assert!(
+        ending.is_closed() && ending.received().is_empty(),
+        "with an allow list, other addresses must be closed, got {ending:?}\n{client}"
+    );
+    assert_eq!(service.accepted(), 0);
+}
+
+#[test]
+fn cidr_deny_wins_over_allow() {
+    let (_server, service, client, port) =
+        tunnel_with(&["--cidr-allow", "127.0.0.0/8", "--cidr-deny=127.0.0.1/32"]);
+
+    let ending = visit(port);
+
+    assert!(
+        ending.is_closed() && ending.received().is_empty(),
+        "deny must win over allow, got {ending:?}\n{client}"
+    );
+    assert_eq!(service.accepted(), 0);
+}
+
+/// A service that reads a PROXY header, reports it, then echoes.
+fn proxy_service() -> (LocalService, mpsc::Receiver<Result<ProxyHeader, String>>) {
+    let (sender, headers) = mpsc::channel();
+    let sender = Mutex::new(sender);
+    let service = LocalService::spawn(move |mut stream| {
+        let header = read_header(&mut stream);
+        let ok = header.is_ok();
+        let _ = sender
+            .lock()
+            .expect("no sender panics while holding the lock")
+            .send(header);
+        if ok {
+            let mut writer = stream.try_clone().expect("clone the stream");
+            let _ = std::io::copy(&mut stream, &mut writer);
+        }
+    });
+    (service, headers)
+}
+
+fn check_proxy_header(version: &str) {
+    let server = Server::start(&[]);
+    let (service, headers) = proxy_service();
+    let (client, forwarding) =
+        Client::tcp_tunnel(&server, service.port(), &["--proxy-proto", version]);
+    let port = forwarding.public_port();
+
+    let mut stream = visitor::connect(port).expect("connect to the tunnel");
+    let visitor_addr = stream
+        .local_addr()
+        .expect("a connected socket has an address");
+    // The payload comes back unchanged only if nothing but the header preceded it.
+    let back = visitor::round_trip(&mut stream, b"payload after the header")
+        .unwrap_or_else(|e| client.fail(&format!("echo after the header failed: {e}")));
+    assert_eq!(back, b"payload after the header");
+
+    let header = headers
+        .recv_timeout(FAILURE_TIMEOUT)
+        .unwrap_or_else(|_| client.fail("the service got no connection"))
+        .unwrap_or_else(|e| client.fail(&format!("bad PROXY header: {e}")));
+    assert_eq!(header.version.to_string(), version, "{header:?}");
+    assert_eq!(
+        header.source, visitor_addr,
+        "the header must name the visitor's address and source port"
+    );
+    assert_eq!(
+        header.destination.port(),
+        port,
+        "the header's destination is the public port the visitor connected to: {header:?}"
+    );
+}
+
+#[test]
+fn proxy_proto_1_sends_a_v1_line_naming_the_visitor() {
+    check_proxy_header("1");
+}
+
+#[test]
+fn proxy_proto_2_sends_a_v2_header_naming_the_visitor() {
+    check_proxy_header("2");
+}

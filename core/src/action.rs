@@ -44,7 +44,9 @@ pub enum Action {
     RouteAdded(Arc<Route>),
     /// A route is gone: new visitors get 404 or a closed connection.
     RouteRemoved(EndpointId),
-    /// Write one line to the session channel.
+    /// Write one line to the session channel. A connection that never opened one (`ssh -N`)
+    /// gets an error line only right before its `Close`: send it as the disconnect message,
+    /// which OpenSSH shows.
     Print {
         /// The connection.
         conn: ConnId,

@@ -60,9 +60,13 @@ pub enum ReplyTiming {
     /// with the real outcome. Needs an SSH stack that can answer a global request later while
     /// it goes on reading the connection.
     OnResolution,
-    /// Answer at once with what the port alone allows (port 0 gets a tcp port from the range);
-    /// the command then settles the kind. For SSH stacks that must answer a global request before
-    /// reading the next message, as russh does: holding the reply there would hold the exec too.
+    /// Answer before the command: a forward that may be tcp (port 0 or a port in the range) gets
+    /// an early [`Action::Bind`](crate::Action::Bind) and its reply as soon as the bind is
+    /// reported, naming the bound port; every other forward is granted at once. A forward the
+    /// command then refuses ends the session with the reason (a refusal reply would make a client
+    /// with `ExitOnForwardFailure` leave before reading it). For SSH stacks that must answer a
+    /// global request before reading the next message, as russh does: holding the reply there
+    /// would hold the exec too. The adapter must carry out a `Bind` before it needs the reply.
     Immediate,
 }
 

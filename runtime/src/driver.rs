@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::server::Handle;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tunnel_core::{
     Action, Address, ConnId, EndpointId, Gateway, Input, Reply, RequestId, Route, Stream,
@@ -59,14 +59,20 @@ enum ListenerSlot<L> {
     /// Bound, not accepting yet: until its route is live, visitors wait in the kernel's backlog
     /// (their connect succeeds) for the command to say what the endpoint is.
     Bound(L),
-    /// Accepting visitors.
-    Running(AbortHandle),
+    /// Accepting visitors; `closed` completes once the task, and so the listener, is dropped.
+    Running {
+        task: AbortHandle,
+        closed: oneshot::Receiver<()>,
+    },
 }
 
 struct State<L> {
     gateway: Gateway,
     conns: HashMap<ConnId, ConnLink>,
     listeners: HashMap<EndpointId, ListenerSlot<L>>,
+    /// Ports whose listener was unbound but may not be closed yet: an abort is asynchronous, and
+    /// the next bind of the port (a takeover, a reconnect) must wait for it.
+    closing: HashMap<u16, oneshot::Receiver<()>>,
     /// One per live route: the endpoint's visitor limit.
     visitor_permits: HashMap<EndpointId, Arc<Semaphore>>,
 }
@@ -144,6 +150,7 @@ impl<N: Net> Driver<N> {
                 gateway,
                 conns: HashMap::new(),
                 listeners: HashMap::new(),
+                closing: HashMap::new(),
                 visitor_permits: HashMap::new(),
             }),
             net,
@@ -279,10 +286,13 @@ impl<N: Net> Driver<N> {
                 Action::Auth { accepted, .. } => answers.auth = Some(accepted),
                 Action::Reply { request, reply, .. } => answers.replies.push((request, reply)),
                 Action::Bind { endpoint, port } => binds.push((endpoint, port)),
-                Action::Unbind { endpoint, .. } => {
-                    // Dropping a bound listener closes the port at once.
-                    if let Some(ListenerSlot::Running(task)) = state.listeners.remove(&endpoint) {
+                Action::Unbind { endpoint, port } => {
+                    // A listener not accepting yet closes here; a running one when its task goes.
+                    if let Some(ListenerSlot::Running { task, closed }) =
+                        state.listeners.remove(&endpoint)
+                    {
                         task.abort();
+                        state.closing.insert(port, closed);
                     }
                 }
                 Action::RouteAdded(route) => {
@@ -295,14 +305,17 @@ impl<N: Net> Driver<N> {
                         if let Some(ListenerSlot::Bound(listener)) =
                             state.listeners.remove(&route.endpoint)
                         {
+                            let (closed_tx, closed) = oneshot::channel();
                             let task = tokio::spawn(crate::tcp::serve_listener(
                                 Arc::clone(self),
                                 listener,
                                 port,
+                                closed_tx,
                             ));
+                            let task = task.abort_handle();
                             state
                                 .listeners
-                                .insert(route.endpoint, ListenerSlot::Running(task.abort_handle()));
+                                .insert(route.endpoint, ListenerSlot::Running { task, closed });
                         }
                     }
                 }
@@ -325,6 +338,11 @@ impl<N: Net> Driver<N> {
 
     /// Binds a tcp endpoint's listener; the result is the core's next input.
     async fn bind(&self, endpoint: EndpointId, port: u16) -> Input {
+        let closing = self.lock().closing.remove(&port);
+        if let Some(closed) = closing {
+            // Resolves when the old accept task is dropped; the bound only guards against a bug.
+            let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+        }
         let addr = SocketAddr::new(self.settings.tcp_bind_ip, port);
         match self.net.bind(addr).await {
             Ok(listener) => {

@@ -18,7 +18,24 @@ use crate::proxy_header;
 const PIPE_BUFFER: usize = 64 * 1024;
 
 /// Accepts visitors until the endpoint is unbound (the task is aborted, dropping the listener).
-pub async fn serve_listener<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener, port: u16) {
+/// `closed` is dropped with the task, after the listener, which tells the driver the port is
+/// free again.
+pub async fn serve_listener<N: Net>(
+    driver: Arc<Driver<N>>,
+    listener: N::Listener,
+    port: u16,
+    closed: tokio::sync::oneshot::Sender<()>,
+) {
+    // Fields drop in order: the listener (closing the port) before the signal that says so.
+    struct Closing<L> {
+        listener: L,
+        _closed: tokio::sync::oneshot::Sender<()>,
+    }
+    let listening = Closing {
+        listener,
+        _closed: closed,
+    };
+    let listener = &listening.listener;
     driver
         .stats
         .active_listeners

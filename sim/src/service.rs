@@ -1,0 +1,176 @@
+//! The small services a tunnel client serves on each `forwarded-tcpip` channel it accepts. Every
+//! answer names its owner, so a visitor can tell which client answered.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::client::Shared;
+
+/// Byte `offset` of pattern stream `id`: depends on both, so a lost, duplicated or reordered
+/// byte shows up at its offset.
+pub fn pattern_byte(id: u64, offset: u64) -> u8 {
+    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ offset.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    x ^= x >> 32;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x >> 56) as u8
+}
+
+/// `len` bytes of pattern stream `id` from `offset`.
+pub fn pattern(id: u64, offset: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| pattern_byte(id, offset + i))
+        .collect()
+}
+
+/// FNV-1a, to name a body by its content in a response line.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// An HTTP/1.1 origin: each request gets `owner=... host=... path=... len=... hash=...`,
+/// keep-alive until the channel ends.
+pub async fn serve_http(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    owner: &str,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(pos) = find(&buf, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if read_more(&mut stream, &mut buf).await? == 0 {
+                return Ok(());
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default();
+        let path = request_line.split(' ').nth(1).unwrap_or("?").to_owned();
+        let mut host = String::new();
+        let mut length = 0usize;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "host" => host = value.trim().to_owned(),
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        while buf.len() < head_end + length {
+            if read_more(&mut stream, &mut buf).await? == 0 {
+                return Ok(());
+            }
+        }
+        // `/slow/MS...`: answer after MS milliseconds, to be caught mid-request.
+        if let Some(ms) = path
+            .strip_prefix("/slow/")
+            .and_then(|r| r.split('/').next())
+        {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        }
+        let body = &buf[head_end..head_end + length];
+        let answer = format!(
+            "owner={owner} host={host} path={path} len={length} hash={:016x}\n",
+            fnv1a(body)
+        );
+        buf.drain(..head_end + length);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        stream.write_all(response.as_bytes()).await?;
+        stream.flush().await?;
+    }
+}
+
+/// A TCP service: first `owner=...\n`, then by the visitor's first line `echo` (everything
+/// back until EOF), `download ID LEN` (LEN pattern bytes, counted as written) or `upload`
+/// (reads to EOF, answers `got LEN HASH`).
+pub async fn serve_tcp(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    owner: &str,
+    state: &Shared,
+) -> io::Result<()> {
+    stream
+        .write_all(format!("owner={owner}\n").as_bytes())
+        .await?;
+    stream.flush().await?;
+    let mut buf = Vec::new();
+    let line_end = loop {
+        if let Some(pos) = find(&buf, b"\n") {
+            break pos + 1;
+        }
+        if read_more(&mut stream, &mut buf).await? == 0 {
+            return Ok(());
+        }
+    };
+    let line = String::from_utf8_lossy(&buf[..line_end - 1]).into_owned();
+    let rest = buf.split_off(line_end);
+    let words: Vec<&str> = line.split(' ').collect();
+    match words.as_slice() {
+        ["echo"] => {
+            stream.write_all(&rest).await?;
+            let mut chunk = vec![0u8; 16 * 1024];
+            loop {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                stream.write_all(&chunk[..n]).await?;
+            }
+            stream.shutdown().await
+        }
+        ["download", id, len] => {
+            let (id, len): (u64, u64) = (parse(id)?, parse(len)?);
+            const CHUNK: u64 = 16 * 1024;
+            let mut offset = 0;
+            while offset < len {
+                let n = CHUNK.min(len - offset);
+                stream.write_all(&pattern(id, offset, n as usize)).await?;
+                offset += n;
+                state.lock().unwrap().download_written.insert(id, offset);
+            }
+            stream.shutdown().await
+        }
+        ["upload"] => {
+            let mut body = rest;
+            stream.read_to_end(&mut body).await?;
+            let answer = format!("got {} {:016x}\n", body.len(), fnv1a(&body));
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await
+        }
+        ["sleep", ms] => {
+            // Holds the channel open without traffic, then closes it.
+            tokio::time::sleep(Duration::from_millis(parse(ms)?)).await;
+            stream.shutdown().await
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unknown command {line:?}"),
+        )),
+    }
+}
+
+fn parse<T: std::str::FromStr>(text: &str) -> io::Result<T> {
+    text.parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad number {text:?}")))
+}
+
+async fn read_more(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Where `needle` first occurs in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

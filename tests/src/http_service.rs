@@ -192,7 +192,9 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
         let (Some(method), Some(target), Some(version), None) =
             (words.next(), words.next(), words.next(), words.next())
         else {
-            writer.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+            writer.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
             return Ok(());
         };
         let mut headers = Vec::new();
@@ -215,10 +217,10 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
             body_sha256: [0; 32],
         };
         let has_token = |name: &str, token: &str| {
-            request.header_all(name).iter().any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
+            request
+                .header_all(name)
+                .iter()
+                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         };
         let chunked = has_token("transfer-encoding", "chunked");
         let upgrade = has_token("connection", "upgrade") && request.header("upgrade").is_some();
@@ -254,8 +256,9 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
         if chunked {
             loop {
                 let size_line = read_line(&mut reader)?.ok_or_else(|| bad("eof in chunks"))?;
-                let size = u64::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
+                let size =
+                    u64::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
                 if size == 0 {
                     while !read_line(&mut reader)?.unwrap_or_default().is_empty() {}
                     break;
@@ -268,10 +271,7 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
         }
         request.body_len = body_len;
         request.body_sha256 = hasher.finalize().into();
-        received
-            .lock()
-            .expect("not poisoned")
-            .push(request.clone());
+        received.lock().expect("not poisoned").push(request.clone());
 
         let common = format!("Server: tunnel-e2e-local\r\nX-Service-Id: {id}\r\n");
         if upgrade {

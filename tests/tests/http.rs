@@ -55,8 +55,10 @@ impl Setup {
     }
 
     fn get(&self, path: &str, extra: &[&str]) -> HttpResponse {
-        get_with(self.addr(), &self.host, path, extra)
-            .unwrap_or_else(|e| self.client.fail(&format!("GET {path} via {}: {e}", self.host)))
+        get_with(self.addr(), &self.host, path, extra).unwrap_or_else(|e| {
+            self.client
+                .fail(&format!("GET {path} via {}: {e}", self.host))
+        })
     }
 
     fn raw(&self, request: &[u8]) -> HttpResponse {
@@ -97,7 +99,11 @@ fn host_routes_to_the_right_tunnel_ignoring_case_and_port() {
     let (beta_client, beta_fwd) = http_tunnel(&server, "beta", beta.port(), &[]);
     assert_eq!(alpha_fwd.scheme, "http", "{alpha_fwd:?}");
     assert_eq!(alpha_fwd.host, "alpha.localhost", "{alpha_fwd:?}");
-    assert_eq!(alpha_fwd.port, Some(server.http_addr().port()), "{alpha_fwd:?}");
+    assert_eq!(
+        alpha_fwd.port,
+        Some(server.http_addr().port()),
+        "{alpha_fwd:?}"
+    );
     let addr = server.http_addr();
     let port = addr.port();
 
@@ -252,10 +258,8 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         );
         if path.starts_with("/chunked") {
             // The local service answered chunked; the visitor gets the same bytes back.
-            assert!(body_text(&response).ends_with(&format!(
-                "body-sha256: {}\n",
-                hex(&tunnel_e2e::sha256(b""))
-            )));
+            assert!(body_text(&response)
+                .ends_with(&format!("body-sha256: {}\n", hex(&tunnel_e2e::sha256(b"")))));
         }
     }
 
@@ -265,10 +269,7 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         .into_iter()
         .map(|r| r.target)
         .collect();
-    assert_eq!(
-        targets,
-        ["/one", "/chunked/two", "/three", "/chunked/four"]
-    );
+    assert_eq!(targets, ["/one", "/chunked/two", "/three", "/chunked/four"]);
     assert_eq!(
         setup.service.connections(),
         1,
@@ -375,9 +376,11 @@ fn large_upload_and_download_stream_without_buffering() {
         left -= n as u64;
         sample(&mut peak);
     }
-    let response = conn
-        .read_response()
-        .unwrap_or_else(|e| setup.client.fail(&format!("no response to the upload: {e}")));
+    let response = conn.read_response().unwrap_or_else(|e| {
+        setup
+            .client
+            .fail(&format!("no response to the upload: {e}"))
+    });
     assert_from(&response, "large", &setup.client);
     let seen = setup.service.last_request();
     assert_eq!(seen.body_len, LARGE);
@@ -394,7 +397,8 @@ fn large_upload_and_download_stream_without_buffering() {
         "GET /download/{LARGE} HTTP/1.1\r\nHost: {}\r\n\r\n",
         setup.host
     );
-    conn.send(request.as_bytes()).expect("send the download request");
+    conn.send(request.as_bytes())
+        .expect("send the download request");
     let (status, headers) = conn
         .read_head()
         .unwrap_or_else(|e| setup.client.fail(&format!("no download head: {e}")));
@@ -455,8 +459,16 @@ fn upgrade_switches_protocols_and_pipes_raw_bytes_both_ways() {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.to_ascii_lowercase())
     };
-    assert_eq!(header("upgrade").as_deref(), Some("websocket"), "{headers:?}");
-    assert_eq!(header("connection").as_deref(), Some("upgrade"), "{headers:?}");
+    assert_eq!(
+        header("upgrade").as_deref(),
+        Some("websocket"),
+        "{headers:?}"
+    );
+    assert_eq!(
+        header("connection").as_deref(),
+        Some("upgrade"),
+        "{headers:?}"
+    );
     let seen = setup.service.last_request();
     assert_eq!(seen.header("upgrade"), Some("websocket"), "{seen:?}");
 
@@ -470,7 +482,10 @@ fn upgrade_switches_protocols_and_pipes_raw_bytes_both_ways() {
         let mut back = vec![0; payload.len()];
         std::io::Read::read_exact(conn.reader(), &mut back)
             .unwrap_or_else(|e| setup.client.fail(&format!("echo round {round}: {e}")));
-        assert!(back == payload, "round {round}: raw bytes changed on the way");
+        assert!(
+            back == payload,
+            "round {round}: raw bytes changed on the way"
+        );
     }
     // A half-close passes through: the echo service closes in turn.
     conn.stream()
@@ -488,8 +503,8 @@ fn refusing_local_service_is_502() {
     let (client, forwarding) = http_tunnel(&server, "refused", refusing_port(), &[]);
     let host = host_of(&server, &forwarding);
 
-    let response = get(server.http_addr(), &host, "/")
-        .unwrap_or_else(|e| client.fail(&format!("GET: {e}")));
+    let response =
+        get(server.http_addr(), &host, "/").unwrap_or_else(|e| client.fail(&format!("GET: {e}")));
 
     assert_eq!(response.status, 502, "{response:?}\n{client}");
 }
@@ -546,7 +561,8 @@ fn basic_auth_requires_one_of_the_credentials() {
             );
         }
     };
-    let auth = |user: &str, pass: &str| format!("Authorization: {}", basic_authorization(user, pass));
+    let auth =
+        |user: &str, pass: &str| format!("Authorization: {}", basic_authorization(user, pass));
 
     check(&[], 401);
     check(&[&auth("user", "wrong")], 401);
@@ -566,9 +582,9 @@ fn cidr_case(flags: &[&str], want: u16) {
     let setup = Setup::new("cidr", flags);
     let response = setup.get("/", &[]);
     if response.status != want {
-        setup
-            .client
-            .fail(&format!("with {flags:?}: expected {want}, got {response:?}"));
+        setup.client.fail(&format!(
+            "with {flags:?}: expected {want}, got {response:?}"
+        ));
     }
     let reached = setup.service.requests().len();
     assert_eq!(reached, usize::from(want == 200), "with {flags:?}");
@@ -640,7 +656,11 @@ fn request_and_response_header_edits_apply() {
     // Without the flags the local service's Server header passes.
     let plain = Setup::new("plain", &[]);
     let response = plain.get("/", &[]);
-    assert_eq!(response.header("server"), Some("tunnel-e2e-local"), "{response:?}");
+    assert_eq!(
+        response.header("server"),
+        Some("tunnel-e2e-local"),
+        "{response:?}"
+    );
 }
 
 // ---- Inspect --------------------------------------------------------------------------------
@@ -657,7 +677,11 @@ fn is_inspect_line(line: &str, method: &str, path: &str, status: u16) -> bool {
 fn inspect_prints_one_line_per_request_after_the_forwarding_line() {
     let mut setup = Setup::new("inspected", &[]);
 
-    assert_from(&setup.get("/inspected/page", &[]), "inspected", &setup.client);
+    assert_from(
+        &setup.get("/inspected/page", &[]),
+        "inspected",
+        &setup.client,
+    );
     let request = format!(
         "POST /form HTTP/1.1\r\nHost: {}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
         setup.host
@@ -669,9 +693,10 @@ fn inspect_prints_one_line_per_request_after_the_forwarding_line() {
         |l| is_inspect_line(l, "GET", "/inspected/page", 200),
         FAILURE_TIMEOUT,
     );
-    setup
-        .client
-        .wait_stdout_line(|l| is_inspect_line(l, "POST", "/form", 200), FAILURE_TIMEOUT);
+    setup.client.wait_stdout_line(
+        |l| is_inspect_line(l, "POST", "/form", 200),
+        FAILURE_TIMEOUT,
+    );
     let lines = setup.client.stdout_lines();
     assert!(
         lines[0].starts_with("Forwarding "),
@@ -697,12 +722,19 @@ fn inspect_false_prints_nothing_per_request() {
     // tunnel's earlier requests would have been written too.
     let response = get(server.http_addr(), &host_of(&server, &loud_fwd), "/after").expect("GET");
     assert_from(&response, "loud", &loud_client);
-    loud_client.wait_stdout_line(|l| is_inspect_line(l, "GET", "/after", 200), FAILURE_TIMEOUT);
+    loud_client.wait_stdout_line(
+        |l| is_inspect_line(l, "GET", "/after", 200),
+        FAILURE_TIMEOUT,
+    );
     // Ending the server ends the session; ssh exits after writing all it received.
     server.stop();
     let out = quiet_client.wait_exit(FAILURE_TIMEOUT);
 
-    let http_lines: Vec<&String> = out.stdout.iter().filter(|l| l.starts_with("HTTP ")).collect();
+    let http_lines: Vec<&String> = out
+        .stdout
+        .iter()
+        .filter(|l| l.starts_with("HTTP "))
+        .collect();
     assert!(
         http_lines.is_empty(),
         "--inspect=false must print no request lines, got {http_lines:?}\n{out}"
@@ -794,6 +826,42 @@ fn fifty_tunnels_from_fifty_ssh_processes_do_not_cross_talk() {
 
 // ---- Hostile input --------------------------------------------------------------------------
 
+/// Sends `request` (a POST to `/first` that hides a GET to `/smuggled`) on one connection and
+/// checks the smuggled request never reaches the local service, the first one reached it with
+/// one framing only, at most one response came back, and the connection was closed.
+fn assert_not_smuggled(setup: &Setup, request: &str) {
+    let mut conn = HttpConn::connect(setup.addr()).expect("connect");
+    conn.send(request.as_bytes()).expect("send");
+
+    let (closed, received) = conn.read_until_closed(FAILURE_TIMEOUT);
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let requests = setup.service.requests();
+    let targets: Vec<&str> = requests.iter().map(|r| r.target.as_str()).collect();
+    assert!(
+        !targets.contains(&"/smuggled"),
+        "the smuggled request reached the local service: {targets:?}\n  visitor got: {text:?}"
+    );
+    assert!(
+        targets.len() <= 1,
+        "at most the first request may pass: {targets:?}"
+    );
+    for request in &requests {
+        assert!(
+            request.header("content-length").is_none()
+                || request.header("transfer-encoding").is_none(),
+            "the local side must get one framing, not both: {request:?}"
+        );
+    }
+    assert!(
+        closed,
+        "the connection must be closed after such a request; got so far: {text:?}"
+    );
+    assert!(
+        text.matches("HTTP/1.1 ").count() <= 1,
+        "only one response may come back: {text:?}"
+    );
+}
+
 #[test]
 fn smuggled_request_behind_content_length_and_chunked_never_reaches_the_local_service() {
     let setup = Setup::new("smuggle", &[]);
@@ -806,33 +874,21 @@ fn smuggled_request_behind_content_length_and_chunked_never_reaches_the_local_se
         setup.host,
         body.len()
     );
-    let mut conn = HttpConn::connect(setup.addr()).expect("connect");
-    conn.send(request.as_bytes()).expect("send");
+    assert_not_smuggled(&setup, &request);
+}
 
-    let (closed, received) = conn.read_until_closed(FAILURE_TIMEOUT);
-    let text = String::from_utf8_lossy(&received).into_owned();
-    let targets: Vec<String> = setup
-        .service
-        .requests()
-        .into_iter()
-        .map(|r| r.target)
-        .collect();
-    assert!(
-        !targets.iter().any(|t| t == "/smuggled"),
-        "the smuggled request reached the local service: {targets:?}\n  visitor got: {text:?}"
+#[test]
+fn smuggled_request_inside_a_chunk_with_a_short_content_length_never_reaches_the_local_service() {
+    let setup = Setup::new("smuggle2", &[]);
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {}\r\n\r\n", setup.host);
+    // TE.CL: the smuggled request is chunk data; a hop that trusted `Content-Length: 4` would
+    // end the body after the chunk size line and see a second request.
+    let request = format!(
+        "POST /first HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n",
+        setup.host,
+        smuggled.len()
     );
-    assert!(
-        targets.len() <= 1,
-        "at most the first request may pass: {targets:?}"
-    );
-    assert!(
-        closed,
-        "the connection must be closed after such a request; got so far: {text:?}"
-    );
-    assert!(
-        text.matches("HTTP/1.1 ").count() <= 1,
-        "only one response may come back: {text:?}"
-    );
+    assert_not_smuggled(&setup, &request);
 }
 
 #[test]
@@ -866,7 +922,10 @@ fn slowloris_is_closed_within_the_header_timeout_while_others_are_served() {
     let busy_host = host_of(&server, &busy_fwd);
 
     let mut conn = HttpConn::connect(addr).expect("connect");
-    let partial = format!("GET / HTTP/1.1\r\nHost: {}\r\nX-Slow: ", host_of(&server, &slow_fwd));
+    let partial = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nX-Slow: ",
+        host_of(&server, &slow_fwd)
+    );
     conn.send(partial.as_bytes()).expect("send a partial head");
     let opened = Instant::now();
 

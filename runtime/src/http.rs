@@ -24,6 +24,7 @@ use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
 use crate::driver::{Driver, NoTarget, Target};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
 use crate::net::{Listener, Net, Stream};
+use crate::tcp::OpenError;
 
 /// What a visitor gets back: the local service's body streamed, or our short text.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -261,21 +262,12 @@ impl<N: Net> Visitor<N> {
         route: &Route,
         handle: &Handle,
     ) -> Result<client::SendRequest<Incoming>, &'static str> {
-        let opened = tokio::time::timeout(
-            self.driver.settings().channel_open_timeout,
-            handle.channel_open_forwarded_tcpip(
-                route.target.bind_address.clone(),
-                route.target.port,
-                self.peer.ip().to_canonical().to_string(),
-                u32::from(self.peer.port()),
-            ),
-        )
-        .await;
-        let channel = match opened {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(_)) => return Err("the tunnel's local service refused the connection\n"),
-            Err(_) => return Err("the tunnel did not answer in time\n"),
-        };
+        let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer)
+            .await
+            .map_err(|e| match e {
+                OpenError::Refused => "the tunnel's local service refused the connection\n",
+                OpenError::TimedOut => "the tunnel did not answer in time\n",
+            })?;
         let (sender, connection) = client::Builder::new()
             .handshake(TokioIo::new(channel.into_stream()))
             .await

@@ -99,6 +99,32 @@ pub async fn open_and_pipe<N: Net>(
     peer: SocketAddr,
     prefix: Vec<u8>,
 ) {
+    match open_channel(driver, route, handle, peer).await {
+        Ok(channel) => pipe(driver, visitor, channel.into_stream(), prefix).await,
+        Err(error) => tracing::debug!(%peer, endpoint = %route.endpoint, %error, "no channel"),
+    }
+}
+
+/// Why a visitor got no channel.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The client answered CHANNEL_OPEN_FAILURE (its local service refused, most often).
+    #[error("the tunnel's local service refused the connection")]
+    Refused,
+    /// No answer within the driver's channel-open timeout.
+    #[error("the tunnel did not answer in time")]
+    TimedOut,
+}
+
+/// Opens a visitor's `forwarded-tcpip` channel (RFC 4254 §7.2): "address/port that was
+/// connected" are the forward as the client registered it, the originator is the visitor. Bounded
+/// by a timeout, so a client that never answers costs one visitor its wait, nothing more.
+pub async fn open_channel<N: Net>(
+    driver: &Driver<N>,
+    route: &Route,
+    handle: &Handle,
+    peer: SocketAddr,
+) -> Result<russh::Channel<russh::server::Msg>, OpenError> {
     let opened = tokio::time::timeout(
         driver.settings().channel_open_timeout,
         handle.channel_open_forwarded_tcpip(
@@ -110,11 +136,9 @@ pub async fn open_and_pipe<N: Net>(
     )
     .await;
     match opened {
-        Ok(Ok(channel)) => pipe(driver, visitor, channel.into_stream(), prefix).await,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, endpoint = %route.endpoint, %error, "client refused the channel")
-        }
-        Err(_) => tracing::debug!(%peer, endpoint = %route.endpoint, "channel open timed out"),
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(_)) => Err(OpenError::Refused),
+        Err(_) => Err(OpenError::TimedOut),
     }
 }
 

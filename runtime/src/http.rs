@@ -268,14 +268,18 @@ impl<N: Net> Visitor<N> {
                 OpenError::Refused => "the tunnel's local service refused the connection\n",
                 OpenError::TimedOut => "the tunnel did not answer in time\n",
             })?;
+        // A clean end sends EOF and lets the client close; a broken one closes from here.
+        let (io, closer) = crate::channel_io::split(channel);
         let (sender, connection) = client::Builder::new()
-            .handshake(TokioIo::new(channel.into_stream()))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|_| "the tunnel closed\n")?;
         let driver = Arc::clone(&self.driver);
         tokio::spawn(async move {
             driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
-            let _ = connection.with_upgrades().await;
+            if connection.with_upgrades().await.is_err() {
+                let _ = closer.close().await;
+            }
             driver.stats.active_streams.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(sender)

@@ -1,6 +1,7 @@
 //! `tunnel-runtime`: runs the tunnel gateway's core on tokio with russh. It executes what
 //! `tunnel-core` decides and holds no policy of its own.
 
+pub mod channel_io;
 pub mod config;
 pub mod driver;
 pub mod http;

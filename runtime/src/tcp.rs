@@ -99,9 +99,17 @@ pub async fn open_and_pipe<N: Net>(
     peer: SocketAddr,
     prefix: Vec<u8>,
 ) {
-    match open_channel(driver, route, handle, peer).await {
-        Ok(channel) => pipe(driver, visitor, channel.into_stream(), prefix).await,
-        Err(error) => tracing::debug!(%peer, endpoint = %route.endpoint, %error, "no channel"),
+    let channel = match open_channel(driver, route, handle, peer).await {
+        Ok(channel) => channel,
+        Err(error) => {
+            return tracing::debug!(%peer, endpoint = %route.endpoint, %error, "no channel")
+        }
+    };
+    // After a clean end the client closes the channel; a broken pipe is closed from here (see
+    // channel_io for why not on drop).
+    let (io, closer) = crate::channel_io::split(channel);
+    if !pipe(driver, visitor, io, prefix).await {
+        let _ = closer.close().await;
     }
 }
 
@@ -142,26 +150,23 @@ pub async fn open_channel<N: Net>(
     }
 }
 
-/// Copies both ways until both sides are done, passing each side's EOF on as a half-close.
-/// Backpressure is the copy itself: nothing is read from one side faster than the other takes it.
+/// Copies both ways until both sides are done, passing each side's EOF on as a half-close, and
+/// says whether it ended cleanly. Backpressure is the copy itself: nothing is read from one side
+/// faster than the other takes it.
 pub async fn pipe<N: Net>(
     driver: &Driver<N>,
     mut visitor: impl Stream,
     mut channel: impl tokio::io::AsyncRead + AsyncWrite + Unpin,
     prefix: Vec<u8>,
-) {
+) -> bool {
     driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
     let _count = CountGuard(&driver.stats.active_streams);
     if !prefix.is_empty() && channel.write_all(&prefix).await.is_err() {
-        return;
+        return false;
     }
-    let _ = tokio::io::copy_bidirectional_with_sizes(
-        &mut visitor,
-        &mut channel,
-        PIPE_BUFFER,
-        PIPE_BUFFER,
-    )
-    .await;
+    tokio::io::copy_bidirectional_with_sizes(&mut visitor, &mut channel, PIPE_BUFFER, PIPE_BUFFER)
+        .await
+        .is_ok()
 }
 
 struct CountGuard<'a>(&'a std::sync::atomic::AtomicUsize);

@@ -61,6 +61,8 @@ pub struct Board {
     /// Visitors whose channel the client refused, as they saw it.
     pub refused_seen: usize,
     /// The most bytes seen in flight for one slow visitor.
+    /// Stalls and cuts caused by russh's head-of-line blocking (scenario 7).
+    pub observations: usize,
     pub held_max: u64,
 }
 

@@ -46,8 +46,9 @@ pub fn run(seed: u64) -> Result<(), String> {
     // Two links, client to gateway and gateway to visitor, each `capacity` segments in flight,
     // plus the pipe's buffer in each direction and one SSH packet in hand.
     let network = 2 * capacity as u64 * SEGMENT + 2 * SEGMENT + 64 * 1024;
-    // russh's per-channel queue: `channel_buffer_size` (100) packets of at most 32 KiB.
-    let russh_queue = 100 * 32 * 1024;
+    // russh's per-channel queue: the runtime sets `channel_buffer_size` to one window's worth of
+    // 32 KiB packets.
+    let russh_queue = window;
     let bound = window + network + russh_queue;
     let length = 2 * window + rng.gen_range(0..window);
 

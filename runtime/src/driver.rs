@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::server::Handle;
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tunnel_core::{
     Action, Address, ConnId, EndpointId, Gateway, Input, Reply, RequestId, Route, Stream,
@@ -53,6 +53,21 @@ pub const OUTBOX_CAPACITY: usize = 1024;
 struct ConnLink {
     handle: Option<Handle>,
     outbox: mpsc::Sender<Outgoing>,
+    /// Dropped with the link when the connection ends, which ends every visitor stream on it.
+    _alive: watch::Sender<()>,
+    alive: watch::Receiver<()>,
+}
+
+/// Resolves when a connection ends. Visitor streams wait on it beside their copy, because a
+/// russh channel writer can stay pending for good once its connection is gone.
+#[derive(Clone, Debug)]
+pub struct ConnectionGone(watch::Receiver<()>);
+
+impl ConnectionGone {
+    /// Waits until the connection has ended.
+    pub async fn wait(mut self) {
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 enum ListenerSlot<L> {
@@ -86,6 +101,8 @@ pub struct Target {
     pub handle: Handle,
     /// Held while the visitor is served.
     pub permit: OwnedSemaphorePermit,
+    /// Resolves when the SSH connection ends.
+    pub gone: ConnectionGone,
 }
 
 /// Why a visitor cannot be served.
@@ -179,11 +196,14 @@ impl<N: Net> Driver<N> {
 
     /// Registers a new connection's outbox before any input names it.
     pub fn register(&self, conn: ConnId, outbox: mpsc::Sender<Outgoing>) {
+        let (alive_tx, alive) = watch::channel(());
         self.lock().conns.insert(
             conn,
             ConnLink {
                 handle: None,
                 outbox,
+                _alive: alive_tx,
+                alive,
             },
         );
     }
@@ -367,11 +387,9 @@ impl<L> State<L> {
     }
 
     fn target(&self, route: &Arc<Route>) -> Result<Target, NoTarget> {
-        let handle = self
-            .conns
-            .get(&route.conn)
-            .and_then(|link| link.handle.clone())
-            .ok_or(NoTarget::Unknown)?;
+        let link = self.conns.get(&route.conn).ok_or(NoTarget::Unknown)?;
+        let handle = link.handle.clone().ok_or(NoTarget::Unknown)?;
+        let gone = ConnectionGone(link.alive.clone());
         let permits = self
             .visitor_permits
             .get(&route.endpoint)
@@ -383,6 +401,7 @@ impl<L> State<L> {
             route: Arc::clone(route),
             handle,
             permit,
+            gone,
         })
     }
 }

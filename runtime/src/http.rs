@@ -21,7 +21,7 @@ use russh::server::Handle;
 use tokio::sync::Mutex;
 use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
 
-use crate::driver::{Driver, NoTarget, Target};
+use crate::driver::{ConnectionGone, Driver, NoTarget, Target};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
 use crate::net::{Listener, Net, Stream};
 use crate::tcp::OpenError;
@@ -113,12 +113,13 @@ impl<N: Net> Visitor<N> {
             Ok(host) => host,
             Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
         };
-        let (route, handle, _permit) = match self.driver.target_by_host(&host) {
+        let (route, handle, _permit, gone) = match self.driver.target_by_host(&host) {
             Ok(Target {
                 route,
                 handle,
                 permit,
-            }) => (route, handle, permit),
+                gone,
+            }) => (route, handle, permit, gone),
             Err(NoTarget::Unknown) => {
                 return text(StatusCode::NOT_FOUND, &format!("no tunnel for {host}\n"))
             }
@@ -141,7 +142,7 @@ impl<N: Net> Visitor<N> {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let response = self.forward(request, &route, &handle, &host).await;
+        let response = self.forward(request, &route, &handle, &host, gone).await;
         if options.inspect {
             self.driver
                 .submit(Input::HttpRequestCompleted {
@@ -162,6 +163,7 @@ impl<N: Net> Visitor<N> {
         route: &Route,
         handle: &Handle,
         host: &str,
+        gone: ConnectionGone,
     ) -> Response<ResponseBody> {
         let options = route.policy.http().expect("caller checked the kind");
         if !route.allows(self.peer.ip()) {
@@ -204,13 +206,13 @@ impl<N: Net> Visitor<N> {
         let cached = upstream.as_mut().and_then(|u| u.take());
         let mut sender = match cached {
             Some(u) if u.endpoint == route.endpoint && !u.sender.is_closed() => u.sender,
-            _ => match self.open(route, handle).await {
+            _ => match self.open(route, handle, gone.clone()).await {
                 Ok(sender) => sender,
                 Err(reason) => return text(StatusCode::BAD_GATEWAY, reason),
             },
         };
         if sender.ready().await.is_err() {
-            sender = match self.open(route, handle).await {
+            sender = match self.open(route, handle, gone.clone()).await {
                 Ok(sender) => sender,
                 Err(reason) => return text(StatusCode::BAD_GATEWAY, reason),
             };
@@ -233,7 +235,7 @@ impl<N: Net> Visitor<N> {
                 tokio::spawn(async move {
                     if let (Ok(visitor), Ok(local)) = tokio::join!(visitor_upgrade, local_upgrade) {
                         let (visitor, local) = (TokioIo::new(visitor), TokioIo::new(local));
-                        crate::tcp::pipe(&driver, visitor, local, Vec::new()).await;
+                        crate::tcp::pipe(&driver, visitor, local, Vec::new(), gone).await;
                     }
                 });
             }
@@ -261,6 +263,7 @@ impl<N: Net> Visitor<N> {
         &self,
         route: &Route,
         handle: &Handle,
+        gone: ConnectionGone,
     ) -> Result<client::SendRequest<Incoming>, &'static str> {
         let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer)
             .await
@@ -277,7 +280,12 @@ impl<N: Net> Visitor<N> {
         let driver = Arc::clone(&self.driver);
         tokio::spawn(async move {
             driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
-            if connection.with_upgrades().await.is_err() {
+            // The connection's end ends this one too (see tcp::pipe).
+            let clean = tokio::select! {
+                ended = connection.with_upgrades() => ended.is_ok(),
+                () = gone.wait() => false,
+            };
+            if !clean {
                 let _ = closer.close().await;
             }
             driver.stats.active_streams.fetch_sub(1, Ordering::Relaxed);

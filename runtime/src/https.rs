@@ -77,12 +77,13 @@ async fn serve_connection<N: Net>(
         // Not TLS, a visitor that left, or one too slow: nothing to say.
         _ => return,
     };
-    let (route, handle, permit) = match driver.target_by_host(&name) {
+    let (route, handle, permit, gone) = match driver.target_by_host(&name) {
         Ok(Target {
             route,
             handle,
             permit,
-        }) => (route, handle, permit),
+            gone,
+        }) => (route, handle, permit, gone),
         Err(NoTarget::Unknown) => return refuse(stream).await,
         Err(NoTarget::Busy) => return,
     };
@@ -97,7 +98,7 @@ async fn serve_connection<N: Net>(
                 .map(|version| crate::proxy_header::encode(version, peer, local))
                 .unwrap_or_default();
             prefix.extend_from_slice(&received);
-            crate::tcp::open_and_pipe(&driver, &route, &handle, stream, peer, prefix).await;
+            crate::tcp::open_and_pipe(&driver, &route, &handle, gone, stream, peer, prefix).await;
         }
         EndpointKind::Http => {
             // Terminated http is limited per request, like plain http.

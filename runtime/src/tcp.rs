@@ -9,7 +9,7 @@ use russh::server::Handle;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tunnel_core::Route;
 
-use crate::driver::{Driver, Target};
+use crate::driver::{ConnectionGone, Driver, Target};
 use crate::net::{Listener, Net, Stream};
 use crate::proxy_header;
 
@@ -72,6 +72,7 @@ async fn serve_visitor<N: Net>(
         route,
         handle,
         permit: _permit,
+        gone,
     }) = driver.target_by_port(port)
     else {
         return;
@@ -85,7 +86,7 @@ async fn serve_visitor<N: Net>(
         .proxy_protocol()
         .map(|version| proxy_header::encode(version, peer, local))
         .unwrap_or_default();
-    open_and_pipe(&driver, &route, &handle, visitor, peer, prefix).await;
+    open_and_pipe(&driver, &route, &handle, gone, visitor, peer, prefix).await;
 }
 
 /// Opens the visitor's `forwarded-tcpip` channel (RFC 4254 §7.2: the forward's bind address and
@@ -95,6 +96,7 @@ pub async fn open_and_pipe<N: Net>(
     driver: &Driver<N>,
     route: &Route,
     handle: &Handle,
+    gone: ConnectionGone,
     visitor: impl Stream,
     peer: SocketAddr,
     prefix: Vec<u8>,
@@ -108,7 +110,7 @@ pub async fn open_and_pipe<N: Net>(
     // After a clean end the client closes the channel; a broken pipe is closed from here (see
     // channel_io for why not on drop).
     let (io, closer) = crate::channel_io::split(channel);
-    if !pipe(driver, visitor, io, prefix).await {
+    if !pipe(driver, visitor, io, prefix, gone).await {
         let _ = closer.close().await;
     }
 }
@@ -158,15 +160,28 @@ pub async fn pipe<N: Net>(
     mut visitor: impl Stream,
     mut channel: impl tokio::io::AsyncRead + AsyncWrite + Unpin,
     prefix: Vec<u8>,
+    gone: ConnectionGone,
 ) -> bool {
     driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
     let _count = CountGuard(&driver.stats.active_streams);
-    if !prefix.is_empty() && channel.write_all(&prefix).await.is_err() {
-        return false;
-    }
-    tokio::io::copy_bidirectional_with_sizes(&mut visitor, &mut channel, PIPE_BUFFER, PIPE_BUFFER)
+    let copy = async {
+        if !prefix.is_empty() {
+            channel.write_all(&prefix).await?;
+        }
+        tokio::io::copy_bidirectional_with_sizes(
+            &mut visitor,
+            &mut channel,
+            PIPE_BUFFER,
+            PIPE_BUFFER,
+        )
         .await
-        .is_ok()
+    };
+    // The connection's end ends the copy too: a channel writer waiting for window on a dead
+    // connection would otherwise wait for good.
+    tokio::select! {
+        copied = copy => copied.is_ok(),
+        () = gone.wait() => false,
+    }
 }
 
 struct CountGuard<'a>(&'a std::sync::atomic::AtomicUsize);

@@ -17,8 +17,8 @@ use crate::client::{add_client, stop_all, violations, ClientSpec, Shared};
 use crate::service::pattern_byte;
 use crate::visitor::{echo, EchoOutcome, TcpVisitor};
 use crate::world::{
-    add_gateway, builder, check_nothing_left, finish, scenario_rng, wait_until, GatewaySettings,
-    StateDir,
+    add_gateway, builder, check_nothing_left, run_with_commands, scenario_rng, wait_until, Command,
+    Commands, GatewaySettings, StateDir,
 };
 
 /// The most one simulated TCP segment carries here: the gateway's pipe reads 64 KiB at a time
@@ -139,6 +139,9 @@ pub fn run(seed: u64) -> Result<(), String> {
         Ok(())
     });
 
+    let commands = Commands::default();
+    let conductor_commands = commands.clone();
+    let conductor_board = board.clone();
     sim.client("conductor", async move {
         let targets = wait_live(&clients, Duration::from_secs(30)).await?;
         board.lock().unwrap().targets = Some(targets);
@@ -160,7 +163,15 @@ pub fn run(seed: u64) -> Result<(), String> {
             }
         }
         let shared: Vec<Shared> = vec![client.clone()];
-        stop_all(&shared).await?;
+        if let Err(e) = stop_all(&shared).await {
+            // A client whose own russh session is stuck behind the same head-of-line blocking
+            // cannot hang up; it is crashed instead, and the gateway must still clean up.
+            observe(&conductor_board, format!("{e}: crashed instead"));
+            conductor_commands
+                .lock()
+                .unwrap()
+                .push(Command::Crash("client-0".to_owned()));
+        }
         check_nothing_left(&probe, &settings).await?;
         let bad = violations(&shared);
         if !bad.is_empty() {
@@ -168,7 +179,7 @@ pub fn run(seed: u64) -> Result<(), String> {
         }
         Ok(())
     });
-    finish(sim.run())
+    run_with_commands(&mut sim, &commands)
 }
 
 /// Records what russh's head-of-line blocking did this run (printed with `SIM_VERBOSE`).

@@ -2,7 +2,6 @@
 //! core's answer; no decision is taken here.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use russh::server::{Auth, Handler, Msg, Session, VerifiedPublicKey};
@@ -20,7 +19,8 @@ pub async fn serve<N: Net>(
     listener: N::Listener,
     config: Arc<russh::server::Config>,
 ) {
-    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    // Per server, not per process: simulations run many servers and replay by seed.
+    let mut next_conn = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -30,7 +30,8 @@ pub async fn serve<N: Net>(
                 continue;
             }
         };
-        let conn = ConnId::from_raw(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+        next_conn += 1;
+        let conn = ConnId::from_raw(next_conn);
         let driver = Arc::clone(&driver);
         let config = Arc::clone(&config);
         tokio::spawn(async move { run_connection(driver, config, stream, peer, conn).await });

@@ -217,10 +217,7 @@ impl<N: Net> Driver<N> {
 
     /// Queues a message for a connection's outbox.
     pub fn send_outgoing(&self, conn: ConnId, message: Outgoing) {
-        let outbox = self.lock().conns.get(&conn).map(|l| l.outbox.clone());
-        if let Some(outbox) = outbox {
-            deliver(outbox, message);
-        }
+        self.lock().outgoing(conn, message);
     }
 
     /// The visitor target for a tcp port.

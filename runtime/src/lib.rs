@@ -1,6 +1,8 @@
 //! `tunnel-runtime`: runs the tunnel gateway's core on tokio with russh. It executes what
 //! `tunnel-core` decides and holds no policy of its own.
 
+#![forbid(unsafe_code)]
+
 pub mod channel_io;
 pub mod config;
 pub mod driver;
@@ -10,6 +12,7 @@ pub mod https;
 pub mod keys;
 pub mod net;
 pub mod proxy_header;
+pub mod read_buffer;
 pub mod server;
 pub mod ssh;
 pub mod tcp;

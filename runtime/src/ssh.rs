@@ -12,6 +12,7 @@ use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 use crate::driver::{run_outbox, Driver, Outgoing, OUTBOX_CAPACITY};
 use crate::keys::fingerprint;
 use crate::net::{Listener, Net};
+use crate::read_buffer::ReadBuffered;
 
 /// Accepts SSH connections until the listener fails for good.
 pub async fn serve<N: Net>(
@@ -62,7 +63,7 @@ async fn run_connection<N: Net>(
         session: None,
         pty: false,
     };
-    match russh::server::run_stream(config, stream, handler).await {
+    match russh::server::run_stream(config, ReadBuffered::new(stream), handler).await {
         Ok(session) => {
             let handle = session.handle();
             driver.set_handle(conn, handle.clone());

@@ -8,6 +8,12 @@ use tunnel_runtime::config::{ConfigError, ServerConfig};
 use tunnel_runtime::keys::{load_authorized_keys, load_or_generate_host_key};
 use tunnel_runtime::net::TokioNet;
 
+/// glibc's allocator returns freed heap to the kernel and faults it back in on the data path
+/// (about 10% of the server's CPU moving bytes, bench/profiles); mimalloc keeps it and still gives
+/// memory back after load (idle RSS after the benchmark 18 MB, 56 MB with glibc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

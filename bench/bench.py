@@ -160,6 +160,15 @@ def cpu(args):
     print("%.2f" % (total / tick))
 
 
+def machine_cpu(args):
+    """machine-cpu: prints the busy CPU seconds of the whole machine so far (every process and
+    the kernel: /proc/stat, all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal, less idle and iowait
+    print("%.2f" % (busy / os.sysconf("SC_CLK_TCK")))
+
+
 # --- tool output -------------------------------------------------------------------------------
 
 def iperf(args):
@@ -264,7 +273,7 @@ def main():
     if len(sys.argv) < 2:
         die("usage: bench.py COMMAND ARGS...")
     cmd, args = sys.argv[1], sys.argv[2:]
-    fn = {"setup-time": setup_time, "mem": mem, "cpu": cpu, "iperf": iperf, "wrk": wrk,
+    fn = {"setup-time": setup_time, "mem": mem, "cpu": cpu, "machine-cpu": machine_cpu, "iperf": iperf, "wrk": wrk,
           "table": table}.get(cmd)
     if fn is None:
         die(f"unknown command {cmd}")

@@ -330,17 +330,17 @@ done
 run_wrk() { # run_wrk KEY URL [wrk args...]
     local key=$1 url=$2
     shift 2
-    local cpu0 cpu1 ccpu0 ccpu1
-    cpu0=$(server_cpu "$server") ccpu0=$($PY cpu "$FWD_PID")
+    local cpu0 cpu1 ccpu0 ccpu1 mcpu0 mcpu1
+    cpu0=$(server_cpu "$server") ccpu0=$($PY cpu "$FWD_PID") mcpu0=$($PY machine-cpu)
     timeout $((DURATION + 15)) wrk -t2 -c50 -d"${DURATION}s" --latency "$@" "$url" \
         >"$W/wrk-$key.txt" 2>&1 || true
-    cpu1=$(server_cpu "$server") ccpu1=$($PY cpu "$FWD_PID")
+    cpu1=$(server_cpu "$server") ccpu1=$($PY cpu "$FWD_PID") mcpu1=$($PY machine-cpu)
     read -r rps p50 p99 errs non2xx total < <($PY wrk "$W/wrk-$key.txt")
-    # CPU per request, in microseconds: the server's (OpenSSH: the connection's sshd processes)
-    # and the user's ssh client's.
-    read -r us cus < <(python3 -c "
+    # CPU per request, in microseconds: the server's (OpenSSH: the connection's sshd processes),
+    # the user's ssh client's, and the whole machine's (wrk, the service and the kernel too).
+    read -r us cus mus < <(python3 -c "
 n=float('$total'); f=lambda d: '%.1f' % (d * 1e6 / n) if n == n and n > 0 else 'nan'
-print(f($cpu1 - $cpu0), f($ccpu1 - $ccpu0))")
+print(f($cpu1 - $cpu0), f($ccpu1 - $ccpu0), f($mcpu1 - $mcpu0))")
 }
 section http && for server in $SERVERS; do
     variants=(default)
@@ -362,14 +362,14 @@ section http && for server in $SERVERS; do
             sfx=""
             [[ $variant == noinspect ]] && sfx=-noinspect
             R[$server,rps-$conn$sfx]=$rps R[$server,p50-$conn$sfx]=$p50 R[$server,p99-$conn$sfx]=$p99
-            R[$server,us-$conn$sfx]=$us R[$server,cus-$conn$sfx]=$cus
+            R[$server,us-$conn$sfx]=$us R[$server,cus-$conn$sfx]=$cus R[$server,mus-$conn$sfx]=$mus
             if [[ $server == openssh ]]; then # the same OpenSSH figures beside --inspect=false
                 R[openssh,rps-$conn-noinspect]=$rps R[openssh,p50-$conn-noinspect]=$p50
                 R[openssh,p99-$conn-noinspect]=$p99 R[openssh,us-$conn-noinspect]=$us
-                R[openssh,cus-$conn-noinspect]=$cus
+                R[openssh,cus-$conn-noinspect]=$cus R[openssh,mus-$conn-noinspect]=$mus
             fi
             log "http $conn $server $variant: $rps req/s p50 ${p50} ms p99 ${p99} ms," \
-                "CPU us/request server ${us} ssh client ${cus}, errors $errs, non-2xx $non2xx"
+                "CPU us/request server ${us} ssh client ${cus} machine ${mus}, errors $errs, non-2xx $non2xx"
             if (( errs + non2xx > 0 )); then R[$server,errors]="${R[$server,errors]:-}$key:$errs+$non2xx "; fi
         done
         stop_forward
@@ -422,11 +422,14 @@ row "server CPU per request, keep-alive" "us" us-keepalive lower -
 row "server CPU per request, Connection: close" "us" us-close lower -
 row "ssh client CPU per request, keep-alive" "us" cus-keepalive lower -
 row "ssh client CPU per request, Connection: close" "us" cus-close lower -
+row "whole machine CPU per request, keep-alive" "us" mus-keepalive lower -
+row "whole machine CPU per request, Connection: close" "us" mus-close lower -
 row "HTTP keep-alive" "req/s" rps-keepalive-noinspect higher 1.0 "tunnel --inspect=false"
 row "HTTP keep-alive p99" "ms" p99-keepalive-noinspect lower 1.0 "tunnel --inspect=false"
 row "HTTP Connection: close" "req/s" rps-close-noinspect higher 1.5 "tunnel --inspect=false"
 row "server CPU per request, keep-alive" "us" us-keepalive-noinspect lower - "tunnel --inspect=false"
 row "server CPU per request, Connection: close" "us" us-close-noinspect lower - "tunnel --inspect=false"
+row "whole machine CPU per request, Connection: close" "us" mus-close-noinspect lower - "tunnel --inspect=false"
 row "set-up time, median of $SETUP_RUNS" "ms" setup-default lower 1.0 "default kex"
 row "set-up time, median of $SETUP_RUNS" "ms" setup-curve25519-sha256 lower 1.0 "both kex curve25519-sha256"
 row "server memory idle at start, RSS" "KiB" start-rss lower -

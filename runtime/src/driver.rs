@@ -420,6 +420,9 @@ fn deliver(outbox: mpsc::Sender<Outgoing>, message: Outgoing) {
     }
 }
 
+/// Lines gathered into one packet at most (well under one SSH packet).
+const PRINT_BATCH_BYTES: usize = 16 * 1024;
+
 /// Owns the writes to one connection's session channel, in order.
 pub async fn run_outbox(
     handle: Handle,
@@ -430,7 +433,15 @@ pub async fn run_outbox(
     // A line for a connection without a session channel (`ssh -N`) goes out with the
     // disconnect, which OpenSSH shows.
     let mut unsaid = String::from("closed by the tunnel server");
-    while let Some(message) = outbox.recv().await {
+    let mut next = None;
+    loop {
+        let message = match next.take() {
+            Some(message) => message,
+            None => match outbox.recv().await {
+                Some(message) => message,
+                None => return,
+            },
+        };
         match message {
             Outgoing::Session { channel, pty } => session = Some((channel, pty)),
             Outgoing::Print(stream, mut line) => {
@@ -440,7 +451,24 @@ pub async fn run_outbox(
                     }
                     continue;
                 };
-                line.push_str(if pty { "\r\n" } else { "\n" });
+                let end = if pty { "\r\n" } else { "\n" };
+                line.push_str(end);
+                // Under load, lines queue up behind this one (one inspect line per request):
+                // they go out in one packet, which the client handles in one wake-up.
+                tokio::task::yield_now().await;
+                while line.len() < PRINT_BATCH_BYTES {
+                    match outbox.try_recv() {
+                        Ok(Outgoing::Print(more_stream, more)) if more_stream == stream => {
+                            line.push_str(&more);
+                            line.push_str(end);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let sent = match stream {
                     Stream::Stdout => handle.data(channel, line).await,
                     Stream::Stderr => handle.extended_data(channel, 1, line).await,

@@ -31,6 +31,7 @@ const DEFAULT_AUTH_TIMEOUT: &str = "30s";
 const DEFAULT_MAX_ENDPOINTS_PER_CONNECTION: &str = "64";
 const DEFAULT_MAX_CONNECTIONS_PER_KEY: &str = "1024";
 const DEFAULT_MAX_UNAUTHENTICATED_PER_IP: &str = "64";
+const DEFAULT_MAX_VISITORS_PER_ENDPOINT: &str = "1024";
 const DEFAULT_CHANNEL_WINDOW: &str = "8MiB";
 
 /// Smallest accepted `--channel-window`, in bytes.
@@ -69,6 +70,8 @@ pub struct ServerConfig {
     pub max_endpoints_per_connection: usize,
     pub max_connections_per_key: usize,
     pub max_unauthenticated_per_ip: usize,
+    /// Visitor connections one endpoint serves at once; more get 503 (http) or are closed.
+    pub max_visitors_per_endpoint: usize,
     /// SSH channel window in bytes, at least [`MIN_CHANNEL_WINDOW`].
     pub channel_window: u32,
 }
@@ -272,6 +275,9 @@ struct Settings {
     /// Simultaneous not-yet-authenticated connections per client IP [default: 64]
     #[arg(long, value_name = "N")]
     max_unauthenticated_per_ip: Option<String>,
+    /// Visitor connections one endpoint serves at once; more get 503 (http) or are closed [default: 1024]
+    #[arg(long, value_name = "N")]
+    max_visitors_per_endpoint: Option<String>,
     /// SSH channel window in bytes (KiB/MiB/GiB suffixes allowed), at least 2MiB [default: 8MiB]
     #[arg(long, value_name = "BYTES")]
     channel_window: Option<String>,
@@ -324,6 +330,7 @@ fn resolve(
         max_endpoints_per_connection,
         max_connections_per_key,
         max_unauthenticated_per_ip,
+        max_visitors_per_endpoint,
         channel_window,
     } = flags;
     let Settings {
@@ -344,6 +351,7 @@ fn resolve(
         max_endpoints_per_connection: file_max_endpoints_per_connection,
         max_connections_per_key: file_max_connections_per_key,
         max_unauthenticated_per_ip: file_max_unauthenticated_per_ip,
+        max_visitors_per_endpoint: file_max_visitors_per_endpoint,
         channel_window: file_channel_window,
     } = file;
 
@@ -464,6 +472,15 @@ fn resolve(
         ),
         AllowZero::No,
     )?;
+    let max_visitors_per_endpoint = parse_count(
+        pick_or(
+            "max-visitors-per-endpoint",
+            max_visitors_per_endpoint,
+            file_max_visitors_per_endpoint,
+            DEFAULT_MAX_VISITORS_PER_ENDPOINT,
+        ),
+        AllowZero::No,
+    )?;
     let channel_window = parse_channel_window(pick_or(
         "channel-window",
         channel_window,
@@ -495,6 +512,7 @@ fn resolve(
         max_endpoints_per_connection,
         max_connections_per_key,
         max_unauthenticated_per_ip,
+        max_visitors_per_endpoint,
         channel_window,
     })
 }
@@ -778,6 +796,7 @@ mod tests {
                 max_endpoints_per_connection: 64,
                 max_connections_per_key: 1024,
                 max_unauthenticated_per_ip: 64,
+                max_visitors_per_endpoint: 1024,
                 channel_window: 8 * 1024 * 1024,
             }
         );
@@ -894,13 +913,14 @@ mod tests {
             max-endpoints-per-connection = 2
             max-connections-per-key = 3
             max-unauthenticated-per-ip = 4
+            max-visitors-per-endpoint = 5
             channel-window = "1GiB"
             "#,
         );
         let c = config(&["--config", arg(&path)]).expect("valid");
         assert_eq!(
             known_keys().len(),
-            18,
+            19,
             "every setting is covered by this test"
         );
         assert_eq!(c.https_addr.port(), 3);
@@ -912,9 +932,10 @@ mod tests {
             (
                 c.max_endpoints_per_connection,
                 c.max_connections_per_key,
-                c.max_unauthenticated_per_ip
+                c.max_unauthenticated_per_ip,
+                c.max_visitors_per_endpoint
             ),
-            (2, 3, 4)
+            (2, 3, 4, 5)
         );
         assert_eq!(c.channel_window, 1 << 30);
     }
@@ -1199,6 +1220,7 @@ mod tests {
             DEFAULT_MAX_ENDPOINTS_PER_CONNECTION,
             DEFAULT_MAX_CONNECTIONS_PER_KEY,
             DEFAULT_MAX_UNAUTHENTICATED_PER_IP,
+            DEFAULT_MAX_VISITORS_PER_ENDPOINT,
             DEFAULT_CHANNEL_WINDOW,
         ] {
             assert!(help.contains(&format!("[default: {default}]")), "{default}");

@@ -84,6 +84,7 @@ pub async fn start<N: Net>(
         endpoints_per_connection: config.max_endpoints_per_connection,
         connections_per_key: config.max_connections_per_key,
         unauthenticated_per_ip: config.max_unauthenticated_per_ip,
+        visitors_per_endpoint: config.max_visitors_per_endpoint,
         ..Limits::default()
     };
     let settings = DriverSettings {

@@ -968,3 +968,64 @@ fn slowloris_is_closed_within_the_header_timeout_while_others_are_served() {
     );
     let _ = conn.stream().flush();
 }
+
+#[test]
+fn requests_beyond_the_endpoint_visitor_limit_get_503_until_one_ends() {
+    let server = Server::start(&["--max-visitors-per-endpoint", "1"]);
+    // The first request is held until the test releases it; later ones are answered at once.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(Some(released));
+    let service = tunnel_e2e::LocalService::spawn(move |mut stream| {
+        let _ = stream.set_read_timeout(Some(FAILURE_TIMEOUT));
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match std::io::Read::read(&mut stream, &mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let wait = held.lock().unwrap().take();
+        if let Some(released) = wait {
+            let _ = released.recv_timeout(FAILURE_TIMEOUT);
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    });
+    let (client, forwarding) = http_tunnel(&server, "limited", service.port(), &[]);
+    let host = host_of(&server, &forwarding);
+
+    let mut first = HttpConn::connect(server.http_addr()).expect("connect");
+    first
+        .send(format!("GET /first HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .expect("send");
+    // The visitor's permit is taken before its channel opens, so once the local service has the
+    // connection the endpoint is full.
+    let deadline = Instant::now() + FAILURE_TIMEOUT;
+    while service.accepted() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first request never arrived\n{client}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let refused = get(server.http_addr(), &host, "/second").expect("an answer");
+    assert_eq!(refused.status, 503, "{refused:?}\n{client}");
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("too many requests"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        service.accepted(),
+        1,
+        "the refused request never reached the service"
+    );
+
+    release.send(()).expect("the held request is waiting");
+    let answered = first.read_response().expect("the held request is answered");
+    assert_eq!(answered.status, 200, "{answered:?}");
+    // Its permit went back before its answer was written.
+    let after = get(server.http_addr(), &host, "/third").expect("an answer");
+    assert_eq!(after.status, 200, "{after:?}\n{client}");
+    assert_eq!(service.accepted(), 2);
+}

@@ -347,3 +347,36 @@ fn fixed_port_another_program_holds_is_refused() {
 
     tunnel_e2e::assert_one_error_line(&out, &busy.to_string());
 }
+
+#[test]
+fn visitors_beyond_the_endpoint_limit_are_closed_until_one_leaves() {
+    let server = Server::start(&["--max-visitors-per-endpoint", "1"]);
+    let echo = LocalService::echo();
+    let (client, forwarding) = Client::tcp_tunnel(&server, echo.port(), &[]);
+    let port = forwarding.public_port();
+
+    let mut first = visitor::connect(port).expect("first visitor connects");
+    let back = visitor::round_trip(&mut first, b"first\n").expect("first visitor is served");
+    assert_eq!(back, b"first\n");
+
+    let mut second = visitor::connect(port).expect("the listener still accepts");
+    let _ = second.write_all(b"second\n");
+    let ending = visitor::read_until_closed(&mut second, FAILURE_TIMEOUT);
+    assert!(
+        ending.is_closed() && ending.received().is_empty(),
+        "a visitor over the limit is closed without data: {ending:?}\n{client}"
+    );
+    assert_eq!(echo.accepted(), 1, "it never reached the local service");
+
+    // The permit comes back once the first visitor's stream has ended (asynchronously: poll).
+    first.shutdown(Shutdown::Both).expect("shutdown");
+    drop(first);
+    let deadline = std::time::Instant::now() + FAILURE_TIMEOUT;
+    while let Err(e) = visitor::try_echo(port) {
+        if std::time::Instant::now() > deadline {
+            client.fail(&format!("no visitor served after the first left: {e}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(echo.accepted(), 2);
+}

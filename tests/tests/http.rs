@@ -705,6 +705,57 @@ fn inspect_prints_one_line_per_request_after_the_forwarding_line() {
 }
 
 #[test]
+fn inspect_lines_of_a_burst_arrive_whole_and_once_each() {
+    // Lines queued behind each other leave in one packet: none may be lost, split or merged.
+    let setup = Setup::new("burst", &[]);
+    let (threads, per_thread) = (8, 25);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (addr, host, client) = (setup.server.http_addr(), &setup.host, &setup.client);
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    let response = get(addr, host, &format!("/burst/{t}/{i}")).expect("GET");
+                    assert_from(&response, "burst", client);
+                }
+            });
+        }
+    });
+    let expected = threads * per_thread;
+    let deadline = Instant::now() + FAILURE_TIMEOUT;
+    let lines = loop {
+        let lines = setup.client.stdout_lines();
+        if lines.len() > expected || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        lines.len(),
+        expected + 1,
+        "Forwarding + one per request: {lines:?}"
+    );
+    assert!(lines[0].starts_with("Forwarding "), "{lines:?}");
+    let mut paths: Vec<String> = lines[1..]
+        .iter()
+        .map(|line| {
+            let path = line
+                .strip_prefix("HTTP GET ")
+                .and_then(|rest| rest.split_once(' '))
+                .map(|(path, _)| path.to_owned())
+                .unwrap_or_else(|| panic!("not an inspect line: {line:?}"));
+            assert!(is_inspect_line(line, "GET", &path, 200), "{line:?}");
+            path
+        })
+        .collect();
+    paths.sort();
+    let mut wanted: Vec<String> = (0..threads)
+        .flat_map(|t| (0..per_thread).map(move |i| format!("/burst/{t}/{i}")))
+        .collect();
+    wanted.sort();
+    assert_eq!(paths, wanted);
+}
+
+#[test]
 fn inspect_false_prints_nothing_per_request() {
     let server = Server::start(&[]);
     let quiet = HttpService::start("quiet");

@@ -6,10 +6,9 @@ use std::time::Duration;
 use rand::Rng;
 use rand_chacha::ChaCha20Rng;
 
-use crate::client::{url_host, url_port, Kind, Shared};
+use crate::client::{stop_all, url_host, url_port, violations, Kind, Shared};
 use crate::visitor::{echo, http_request, EchoOutcome, TcpVisitor};
-use crate::world::wait_until;
-use crate::world::Probe;
+use crate::world::{check_nothing_left, wait_until, GatewaySettings, Probe};
 
 pub mod s1_routing;
 pub mod s2_crash;
@@ -68,6 +67,49 @@ pub struct Board {
 
 /// A board shared between the hosts of one run.
 pub type SharedBoard = Arc<Mutex<Board>>;
+
+/// Waits (in simulated time, at most `within`) until `expected` visitors have finished, then fails
+/// on anything they recorded.
+pub async fn visitors_finished(
+    board: &SharedBoard,
+    expected: usize,
+    within: Duration,
+) -> Result<(), String> {
+    wait_until(within, || board.lock().unwrap().visitors_done == expected).await;
+    let b = board.lock().unwrap();
+    if b.visitors_done != expected || !b.failures.is_empty() {
+        return Err(format!(
+            "visitors {}/{expected} done, failures: {:?}",
+            b.visitors_done, b.failures
+        ));
+    }
+    Ok(())
+}
+
+/// The end of every run once its clients are gone: the gateway holds nothing, and no client saw
+/// a violation.
+pub async fn nothing_left(
+    probe: &Probe,
+    settings: &GatewaySettings,
+    clients: &[Shared],
+) -> Result<(), String> {
+    check_nothing_left(probe, settings).await?;
+    let bad = violations(clients);
+    if !bad.is_empty() {
+        return Err(format!("client violations: {bad:?}"));
+    }
+    Ok(())
+}
+
+/// Stops `clients`, then [`nothing_left`].
+pub async fn stop_and_check(
+    probe: &Probe,
+    settings: &GatewaySettings,
+    clients: &[Shared],
+) -> Result<(), String> {
+    stop_all(clients).await?;
+    nothing_left(probe, settings, clients).await
+}
 
 /// The targets, once the conductor has published them.
 pub async fn wait_targets(board: &SharedBoard) -> Result<Vec<Target>, String> {

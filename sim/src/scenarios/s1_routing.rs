@@ -7,14 +7,14 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{pause, random_label, wait_live, wait_targets, SharedBoard, Target};
-use crate::client::{add_client, stop_all, violations, ClientSpec, Kind};
+use super::{
+    pause, random_label, stop_and_check, visitors_finished, wait_live, wait_targets, SharedBoard,
+    Target,
+};
+use crate::client::{add_client, ClientSpec, Kind};
 use crate::service::fnv1a;
 use crate::visitor::{echo, field, http_request, EchoOutcome};
-use crate::world::{
-    add_gateway, builder, check_nothing_left, finish, scenario_rng, wait_until, GatewaySettings,
-    StateDir, DOMAIN,
-};
+use crate::world::{add_gateway, builder, finish, scenario_rng, GatewaySettings, StateDir, DOMAIN};
 
 /// Runs one seed.
 pub fn run(seed: u64) -> Result<(), String> {
@@ -81,26 +81,9 @@ pub fn run(seed: u64) -> Result<(), String> {
     sim.client("conductor", async move {
         let targets = wait_live(&clients, Duration::from_secs(30)).await?;
         board.lock().unwrap().targets = Some(targets);
-        wait_until(Duration::from_secs(240), || {
-            board.lock().unwrap().visitors_done == visitors
-        })
-        .await;
-        let b = board.lock().unwrap();
-        if b.visitors_done != visitors || !b.failures.is_empty() {
-            return Err(format!(
-                "visitors: {}/{visitors} done, failures: {:?}",
-                b.visitors_done, b.failures
-            )
-            .into());
-        }
-        drop(b);
+        visitors_finished(&board, visitors, Duration::from_secs(240)).await?;
         let shared: Vec<_> = clients.iter().map(|(c, _, _)| c.clone()).collect();
-        stop_all(&shared).await?;
-        check_nothing_left(&probe, &settings).await?;
-        let bad = violations(&shared);
-        if !bad.is_empty() {
-            return Err(format!("client violations: {bad:?}").into());
-        }
+        stop_and_check(&probe, &settings, &shared).await?;
         Ok(())
     });
     finish(sim.run())

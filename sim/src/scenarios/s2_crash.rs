@@ -8,14 +8,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::{
-    check_unpublished, expect_served, pause, random_label, routed, wait_live, wait_targets,
-    SharedBoard, Target,
+    check_unpublished, expect_served, pause, random_label, routed, stop_and_check,
+    visitors_finished, wait_live, wait_targets, SharedBoard, Target,
 };
-use crate::client::{add_client, stop_all, violations, ClientSpec, Deferred, Kind, Shared};
+use crate::client::{add_client, ClientSpec, Deferred, Kind, Shared};
 use crate::visitor::{echo, http_request, EchoOutcome, HttpOutcome};
 use crate::world::{
-    add_gateway, builder, check_nothing_left, run_with_commands, scenario_rng, wait_until, Command,
-    Commands, GatewaySettings, StateDir, DOMAIN,
+    add_gateway, builder, run_with_commands, scenario_rng, wait_until, Command, Commands,
+    GatewaySettings, StateDir, DOMAIN,
 };
 
 const VICTIM: &str = "client-0";
@@ -171,21 +171,10 @@ pub fn run(seed: u64) -> Result<(), String> {
         }
 
         let visitors = caught + others;
-        wait_until(Duration::from_secs(200), || board.lock().unwrap().visitors_done == visitors).await;
-        {
-            let b = board.lock().unwrap();
-            if b.visitors_done != visitors || !b.failures.is_empty() {
-                return Err(format!("visitors: {}/{visitors} done, failures: {:?}", b.visitors_done, b.failures).into());
-            }
-        }
+        visitors_finished(&board, visitors, Duration::from_secs(200)).await?;
         let mut shared: Vec<Shared> = live.iter().map(|(c, _, _)| c.clone()).collect();
         shared.push(intruder.clone());
-        stop_all(&shared).await?;
-        check_nothing_left(&probe, &settings).await?;
-        let bad = violations(&shared);
-        if !bad.is_empty() {
-            return Err(format!("client violations: {bad:?}").into());
-        }
+        stop_and_check(&probe, &settings, &shared).await?;
         Ok(())
     });
     run_with_commands(&mut sim, &commands)

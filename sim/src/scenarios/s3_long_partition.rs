@@ -7,11 +7,12 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{check_unpublished, expect_served, pause, random_label, routed, wait_live};
-use crate::client::{add_client, stop_all, violations, ClientSpec, Kind, Shared};
+use super::{
+    check_unpublished, expect_served, pause, random_label, routed, stop_and_check, wait_live,
+};
+use crate::client::{add_client, ClientSpec, Kind, Shared};
 use crate::world::{
-    add_gateway, builder, check_nothing_left, finish, scenario_rng, wait_until, GatewaySettings,
-    StateDir, GATEWAY,
+    add_gateway, builder, finish, scenario_rng, wait_until, GatewaySettings, StateDir, GATEWAY,
 };
 
 /// Runs one seed.
@@ -89,12 +90,7 @@ pub fn run(seed: u64) -> Result<(), String> {
             expect_served(&mut vrng, t, 200 + i as u64).await?;
         }
         let shared: Vec<Shared> = vec![subject.clone(), bystander.clone()];
-        stop_all(&shared).await?;
-        check_nothing_left(&probe, &settings).await?;
-        let bad = violations(&shared);
-        if !bad.is_empty() {
-            return Err(format!("client violations: {bad:?}").into());
-        }
+        stop_and_check(&probe, &settings, &shared).await?;
         Ok(())
     });
     finish(sim.run())

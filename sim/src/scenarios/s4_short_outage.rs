@@ -7,13 +7,14 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{pause, random_label, wait_live, wait_targets, SharedBoard};
-use crate::client::{add_client, stop_all, violations, ClientSpec, Kind, Shared};
+use super::{
+    pause, random_label, stop_and_check, visitors_finished, wait_live, wait_targets, SharedBoard,
+};
+use crate::client::{add_client, ClientSpec, Kind, Shared};
 use crate::service::fnv1a;
 use crate::visitor::{echo, field, http_request, EchoOutcome};
 use crate::world::{
-    add_gateway, builder, check_nothing_left, finish, scenario_rng, wait_until, GatewaySettings,
-    StateDir, GATEWAY,
+    add_gateway, builder, finish, scenario_rng, GatewaySettings, StateDir, GATEWAY,
 };
 
 /// Runs one seed.
@@ -83,20 +84,9 @@ pub fn run(seed: u64) -> Result<(), String> {
         turmoil::hold(GATEWAY, "client-0");
         tokio::time::sleep(outage).await;
         turmoil::release(GATEWAY, "client-0");
-        wait_until(Duration::from_secs(200), || {
-            board.lock().unwrap().visitors_done == visitors
-        })
-        .await;
-        {
-            let b = board.lock().unwrap();
-            if b.visitors_done != visitors || !b.failures.is_empty() {
-                return Err(format!(
-                    "outage of {outage:?}: visitors {}/{visitors} done, failures: {:?}",
-                    b.visitors_done, b.failures
-                )
-                .into());
-            }
-        }
+        visitors_finished(&board, visitors, Duration::from_secs(200))
+            .await
+            .map_err(|e| format!("outage of {outage:?}: {e}"))?;
         {
             let s = client.lock().unwrap();
             if s.sessions != 1 || s.endings.iter().any(|e| !e.starts_with("connect")) {
@@ -108,12 +98,7 @@ pub fn run(seed: u64) -> Result<(), String> {
             }
         }
         let shared: Vec<Shared> = vec![client.clone()];
-        stop_all(&shared).await?;
-        check_nothing_left(&probe, &settings).await?;
-        let bad = violations(&shared);
-        if !bad.is_empty() {
-            return Err(format!("client violations: {bad:?}").into());
-        }
+        stop_and_check(&probe, &settings, &shared).await?;
         Ok(())
     });
     finish(sim.run())

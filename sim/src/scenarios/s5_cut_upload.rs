@@ -7,13 +7,15 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{pause, random_label, wait_live, wait_targets, SharedBoard, Target};
-use crate::client::{add_client, stop_all, violations, ClientSpec, Kind, Shared};
+use super::{
+    pause, random_label, stop_and_check, visitors_finished, wait_live, wait_targets, SharedBoard,
+    Target,
+};
+use crate::client::{add_client, ClientSpec, Kind, Shared};
 use crate::service::{fnv1a, pattern};
 use crate::visitor::{echo, field, http_request, EchoOutcome, HttpOutcome, TcpVisitor};
 use crate::world::{
-    add_gateway, builder, check_nothing_left, finish, scenario_rng, wait_until, GatewaySettings,
-    StateDir, HTTP_PORT,
+    add_gateway, builder, finish, scenario_rng, GatewaySettings, StateDir, HTTP_PORT,
 };
 
 /// Runs one seed.
@@ -72,20 +74,7 @@ pub fn run(seed: u64) -> Result<(), String> {
         let target = targets[0].clone();
         board.lock().unwrap().targets = Some(targets);
         let visitors = cutters + steady;
-        wait_until(Duration::from_secs(200), || {
-            board.lock().unwrap().visitors_done == visitors
-        })
-        .await;
-        {
-            let b = board.lock().unwrap();
-            if b.visitors_done != visitors || !b.failures.is_empty() {
-                return Err(format!(
-                    "visitors {}/{visitors} done, failures: {:?}",
-                    b.visitors_done, b.failures
-                )
-                .into());
-            }
-        }
+        visitors_finished(&board, visitors, Duration::from_secs(200)).await?;
         // Still the same connection, still serving: the client refuses at random, so try a few.
         let mut vrng = ChaCha20Rng::seed_from_u64(1);
         let mut served = false;
@@ -115,12 +104,7 @@ pub fn run(seed: u64) -> Result<(), String> {
             }
         }
         let shared: Vec<Shared> = vec![client.clone()];
-        stop_all(&shared).await?;
-        check_nothing_left(&probe, &settings).await?;
-        let bad = violations(&shared);
-        if !bad.is_empty() {
-            return Err(format!("client violations: {bad:?}").into());
-        }
+        stop_and_check(&probe, &settings, &shared).await?;
         Ok(())
     });
     finish(sim.run())

@@ -8,11 +8,10 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{expect_served, pause, random_label, wait_live, Target};
-use crate::client::{add_client, stop_all, violations, ClientSpec, Deferred, Kind, Shared};
+use super::{expect_served, pause, random_label, stop_and_check, wait_live, Target};
+use crate::client::{add_client, ClientSpec, Deferred, Kind, Shared};
 use crate::world::{
-    add_gateway, builder, check_nothing_left, finish, scenario_rng, wait_until, GatewaySettings,
-    StateDir, GATEWAY,
+    add_gateway, builder, finish, scenario_rng, wait_until, GatewaySettings, StateDir, GATEWAY,
 };
 
 /// Runs one seed.
@@ -110,12 +109,7 @@ pub fn run(seed: u64) -> Result<(), String> {
             turmoil::repair(GATEWAY, "client-0");
         }
         let shared: Vec<Shared> = vec![old.clone(), new.clone()];
-        stop_all(&shared).await?;
-        check_nothing_left(&probe, &settings).await?;
-        let bad = violations(&shared);
-        if !bad.is_empty() {
-            return Err(format!("client violations: {bad:?}").into());
-        }
+        stop_and_check(&probe, &settings, &shared).await?;
         Ok(())
     });
     finish(sim.run())

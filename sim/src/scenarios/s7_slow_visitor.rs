@@ -12,13 +12,13 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use super::{pause, wait_live, wait_targets, SharedBoard};
-use crate::client::{add_client, stop_all, violations, ClientSpec, Shared};
+use super::{nothing_left, pause, wait_live, wait_targets, SharedBoard};
+use crate::client::{add_client, stop_all, ClientSpec, Shared};
 use crate::service::pattern_byte;
 use crate::visitor::{echo, EchoOutcome, TcpVisitor};
 use crate::world::{
-    add_gateway, builder, check_nothing_left, run_with_commands, scenario_rng, wait_until, Command,
-    Commands, GatewaySettings, StateDir,
+    add_gateway, builder, run_with_commands, scenario_rng, wait_until, Command, Commands,
+    GatewaySettings, StateDir,
 };
 
 /// The most one simulated TCP segment carries here: the gateway's pipe reads 64 KiB at a time
@@ -65,7 +65,9 @@ pub fn run(seed: u64) -> Result<(), String> {
         if owner.as_deref() != Some("owner=client-0") {
             return Err(format!("slow visitor met {owner:?}").into());
         }
-        visitor.write(format!("download 1 {length}\n").as_bytes()).await?;
+        visitor
+            .write(format!("download 1 {length}\n").as_bytes())
+            .await?;
         let mut received = 0u64;
         let mut held_max = 0u64;
         while received < length {
@@ -79,7 +81,10 @@ pub fn run(seed: u64) -> Result<(), String> {
                     break;
                 }
                 Err(e) => {
-                    observe(&board, format!("download stalled at {received} of {length}: {e}"));
+                    observe(
+                        &board,
+                        format!("download stalled at {received} of {length}: {e}"),
+                    );
                     break;
                 }
             };
@@ -89,7 +94,13 @@ pub fn run(seed: u64) -> Result<(), String> {
                 }
             }
             received += bytes.len() as u64;
-            let written = slow_client.lock().unwrap().download_written.get(&1).copied().unwrap_or(0);
+            let written = slow_client
+                .lock()
+                .unwrap()
+                .download_written
+                .get(&1)
+                .copied()
+                .unwrap_or(0);
             held_max = held_max.max(written.saturating_sub(received));
         }
         let mut b = board.lock().unwrap();
@@ -174,11 +185,7 @@ pub fn run(seed: u64) -> Result<(), String> {
                 .unwrap()
                 .push(Command::Crash("client-0".to_owned()));
         }
-        check_nothing_left(&probe, &settings).await?;
-        let bad = violations(&shared);
-        if !bad.is_empty() {
-            return Err(format!("client violations: {bad:?}").into());
-        }
+        nothing_left(&probe, &settings, &shared).await?;
         Ok(())
     });
     run_with_commands(&mut sim, &commands)

@@ -707,7 +707,7 @@ fn inspect_prints_one_line_per_request_after_the_forwarding_line() {
 #[test]
 fn inspect_lines_of_a_burst_arrive_whole_and_once_each() {
     // Lines queued behind each other leave in one packet: none may be lost, split or merged.
-    let setup = Setup::new("burst", &[]);
+    let mut setup = Setup::new("burst", &[]);
     let (threads, per_thread) = (8, 25);
     std::thread::scope(|scope| {
         for t in 0..threads {
@@ -721,14 +721,12 @@ fn inspect_lines_of_a_burst_arrive_whole_and_once_each() {
         }
     });
     let expected = threads * per_thread;
-    let deadline = Instant::now() + FAILURE_TIMEOUT;
-    let lines = loop {
-        let lines = setup.client.stdout_lines();
-        if lines.len() > expected || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    for _ in 0..expected {
+        setup
+            .client
+            .wait_stdout_line(|l| l.starts_with("HTTP GET /burst/"), FAILURE_TIMEOUT);
+    }
+    let lines = setup.client.stdout_lines();
     assert_eq!(
         lines.len(),
         expected + 1,
@@ -1025,7 +1023,8 @@ fn requests_beyond_the_endpoint_visitor_limit_get_503_until_one_ends() {
     let server = Server::start(&["--max-visitors-per-endpoint", "1"]);
     // The first request is held until the test releases it; later ones are answered at once.
     let (release, released) = std::sync::mpsc::channel::<()>();
-    let held = Mutex::new(Some(released));
+    let (arrive, arrived) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(Some((released, arrive)));
     let service = tunnel_e2e::LocalService::spawn(move |mut stream| {
         let _ = stream.set_read_timeout(Some(FAILURE_TIMEOUT));
         let mut head = Vec::new();
@@ -1037,7 +1036,8 @@ fn requests_beyond_the_endpoint_visitor_limit_get_503_until_one_ends() {
             }
         }
         let wait = held.lock().unwrap().take();
-        if let Some(released) = wait {
+        if let Some((released, arrive)) = wait {
+            let _ = arrive.send(());
             let _ = released.recv_timeout(FAILURE_TIMEOUT);
         }
         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -1051,14 +1051,9 @@ fn requests_beyond_the_endpoint_visitor_limit_get_503_until_one_ends() {
         .expect("send");
     // The visitor's permit is taken before its channel opens, so once the local service has the
     // connection the endpoint is full.
-    let deadline = Instant::now() + FAILURE_TIMEOUT;
-    while service.accepted() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first request never arrived\n{client}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    arrived
+        .recv_timeout(FAILURE_TIMEOUT)
+        .unwrap_or_else(|_| client.fail("the first request never reached the local service"));
 
     let refused = get(server.http_addr(), &host, "/second").expect("an answer");
     assert_eq!(refused.status, 503, "{refused:?}\n{client}");

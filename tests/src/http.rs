@@ -43,26 +43,30 @@ pub fn request_raw(addr: SocketAddr, request: &[u8]) -> io::Result<HttpResponse>
     read_response(&mut BufReader::new(stream))
 }
 
-/// Reads one response: Content-Length, chunked, or until close.
-pub fn read_response(reader: &mut impl BufRead) -> io::Result<HttpResponse> {
-    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+/// Reads a response head: the status and the headers, names lower-cased.
+pub fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)>)> {
     let status_line = read_line(reader)?;
     let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
     let mut headers = Vec::new();
     loop {
         let line = read_line(reader)?;
         if line.is_empty() {
-            break;
+            return Ok((status, headers));
         }
         let (name, value) = line
             .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+            .ok_or_else(|| invalid(format!("bad header line {line:?}")))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
+}
+
+/// Reads one response: Content-Length, chunked, or until close.
+pub fn read_response(reader: &mut impl BufRead) -> io::Result<HttpResponse> {
+    let (status, headers) = read_head(reader)?;
     let mut response = HttpResponse {
         status,
         headers,
@@ -75,7 +79,7 @@ pub fn read_response(reader: &mut impl BufRead) -> io::Result<HttpResponse> {
         loop {
             let size_line = read_line(reader)?;
             let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
+                .map_err(|_| invalid(format!("bad chunk size {size_line:?}")))?;
             if size == 0 {
                 // Trailers end with an empty line.
                 while !read_line(reader)?.is_empty() {}
@@ -89,13 +93,17 @@ pub fn read_response(reader: &mut impl BufRead) -> io::Result<HttpResponse> {
     } else if let Some(len) = response.header("content-length") {
         let len: usize = len
             .parse()
-            .map_err(|_| bad(format!("bad content-length {len:?}")))?;
+            .map_err(|_| invalid(format!("bad content-length {len:?}")))?;
         response.body.resize(len, 0);
         reader.read_exact(&mut response.body)?;
     } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
         reader.read_to_end(&mut response.body)?;
     }
     Ok(response)
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
 fn read_line(reader: &mut impl BufRead) -> io::Result<String> {

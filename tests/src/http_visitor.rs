@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::http::{read_response, HttpResponse};
+use crate::http::{read_head, read_response, HttpResponse};
 use crate::FAILURE_TIMEOUT;
 
 /// One visitor connection to the HTTP listener.
@@ -38,24 +38,7 @@ impl HttpConn {
 
     /// Reads the next response head only: status and lower-cased headers.
     pub fn read_head(&mut self) -> io::Result<(u16, Vec<(String, String)>)> {
-        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-        let status_line = read_line(&mut self.reader)?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(&mut self.reader)?;
-            if line.is_empty() {
-                return Ok((status, headers));
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
+        read_head(&mut self.reader)
     }
 
     /// The reader, for bytes after a head (a streamed body, an upgraded stream). Its buffer may
@@ -79,16 +62,6 @@ impl HttpConn {
         received.extend_from_slice(ending.received());
         (ending.is_closed(), received)
     }
-}
-
-fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
-    let mut line = Vec::new();
-    if reader.read_until(b'\n', &mut line)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(String::from_utf8_lossy(&line)
-        .trim_end_matches(['\r', '\n'])
-        .to_owned())
 }
 
 /// Sends `GET path` with `Host: host`, `Connection: close` and `extra` header lines (each

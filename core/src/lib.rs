@@ -31,7 +31,7 @@ pub use error::{CommandError, ForwardError, SessionError, Shown};
 pub use gateway::{Gateway, SYNTAX_VERSION};
 pub use ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 pub use input::Input;
-pub use names::{normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};
+pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};
 pub use ownership::Address;
 pub use policy::basic_auth_allows;
 

@@ -73,6 +73,19 @@ pub fn requested_name(bind_address: &str, domain: &str) -> Result<Option<Hostnam
     Ok(Some(Hostname(full)))
 }
 
+/// Validates and normalises the server's base domain (`--domain`): lowercase, one trailing dot
+/// dropped, RFC 1123 labels, at most 253 characters, and not an IP address. The same label rules
+/// as endpoint names, so every name the server hands out is a valid host under it.
+pub fn base_domain(text: &str) -> Option<String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<IpAddr>().is_err()
+        && name.split('.').all(|label| check_label(label).is_ok());
+    valid.then(|| name.to_owned())
+}
+
 /// RFC 1123 §2.1 label rules.
 fn check_label(label: &str) -> Result<(), &'static str> {
     if label.is_empty() {

@@ -8,19 +8,29 @@ use crate::ids::{ConnId, EndpointId, RequestId};
 /// One instruction from [`Gateway::poll_action`](crate::Gateway::poll_action). Execute them in
 /// the order given: a `Print` before an `Exit` before a `Close` of the same connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
-    /// Answer the public-key authentication of the connection.
+    /// Answer the public-key authentication of [`Input::AuthRequested`](crate::Input::AuthRequested).
     Auth {
-        /// The connection.
+        /// The connection that asked.
         conn: ConnId,
         /// Accept or reject this key.
         accepted: bool,
     },
-    /// Answer a global request.
-    Reply {
-        /// The connection.
+    /// Answer the session channel open of
+    /// [`Input::SessionRequested`](crate::Input::SessionRequested): accept it, or reject it with
+    /// "administratively prohibited" (RFC 4254 §5.1).
+    SessionAnswer {
+        /// The connection that asked.
         conn: ConnId,
-        /// The request.
+        /// Open the channel, or refuse it.
+        accepted: bool,
+    },
+    /// Answer a global request (`tcpip-forward` or `cancel-tcpip-forward`).
+    Reply {
+        /// The connection the request came on; request ids are unique only within it.
+        conn: ConnId,
+        /// The request being answered.
         request: RequestId,
         /// The answer.
         reply: Reply,
@@ -28,44 +38,48 @@ pub enum Action {
     /// Listen on this tcp port; answer with [`Input::Bound`](crate::Input::Bound) or
     /// [`Input::BindFailed`](crate::Input::BindFailed).
     Bind {
-        /// The endpoint the listener serves.
+        /// The endpoint the listener serves; its answer names it.
         endpoint: EndpointId,
-        /// The port.
+        /// The tcp port to listen on.
         port: u16,
     },
-    /// Stop listening on this tcp port.
+    /// Stop listening on this tcp port. Comes only for a listener whose `Bind` was answered with
+    /// `Bound`, or whose answer is still on its way (then ignore the answer).
     Unbind {
-        /// The endpoint.
+        /// The endpoint whose listener goes.
         endpoint: EndpointId,
-        /// The port.
+        /// Its port, free again once the listener is closed.
         port: u16,
     },
-    /// A route is live: visitors for it go to its connection.
+    /// A route is live: visitors for it go to its connection. For a tcp endpoint, start
+    /// accepting on its bound listener now.
     RouteAdded(Arc<Route>),
-    /// A route is gone: new visitors get 404 or a closed connection.
+    /// A route is gone: new visitors are refused; those already connected are left to end.
     RouteRemoved(EndpointId),
-    /// Write one line to the session channel. A connection that never opened one (`ssh -N`)
-    /// gets an error line only right before its `Close`: send it as the disconnect message,
-    /// which OpenSSH shows.
+    /// Write one line to the connection's session channel. Comes only once the session is open.
     Print {
-        /// The connection.
+        /// The connection whose session shows it.
         conn: ConnId,
-        /// Which stream.
-        stream: Stream,
-        /// The line, without its newline.
+        /// Standard output or standard error.
+        stream: OutputStream,
+        /// The line, without its newline (a terminal needs CRLF, a pipe LF).
         line: String,
     },
     /// Send the session's exit status (RFC 4254 §6.10).
     Exit {
-        /// The connection.
+        /// The connection whose session ends.
         conn: ConnId,
-        /// The status.
+        /// The status: 0 for help and ^D, 1 for a refusal, 2 for a malformed command, 130 for ^C.
         status: u32,
     },
-    /// Close the SSH connection.
+    /// Close the SSH connection with an SSH_MSG_DISCONNECT carrying `message`, which OpenSSH
+    /// shows as `Received disconnect from ...: message` (the only way to tell a client without
+    /// a session channel, such as `ssh -N`, why).
     Close {
-        /// The connection.
+        /// The connection to close.
         conn: ConnId,
+        /// The disconnect description.
+        message: String,
     },
 }
 
@@ -81,9 +95,9 @@ pub enum Reply {
     Refused,
 }
 
-/// A session channel stream.
+/// Which output stream of the session channel a line goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
+pub enum OutputStream {
     /// Channel data.
     Stdout,
     /// Extended data type 1 (RFC 4254 §5.2).

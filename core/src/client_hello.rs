@@ -13,6 +13,7 @@ pub const MAX_CLIENT_HELLO_BYTES: usize = 16 * 1024;
 
 /// What the bytes so far say.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientHello {
     /// Not enough bytes yet to decide.
     NeedMore,

@@ -1,4 +1,5 @@
-//! What the gateway is configured with. Plain data; the adapter fills it from flags and files.
+//! What the gateway is configured with: plain data behind setters, filled by the adapter from its
+//! flags and files.
 
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
@@ -6,34 +7,37 @@ use std::time::Duration;
 
 use crate::ids::KeyFingerprint;
 
-/// The gateway's whole configuration.
+/// The gateway's whole configuration. Start from [`GatewayConfig::new`] (the contract's dev
+/// defaults) and change what differs with the `with_*` setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use tunnel_core::{GatewayConfig, Limits};
+///
+/// let config = GatewayConfig::new("tunnel.example.com", 80, 443)
+///     .with_tcp_ports(30000..=30999)
+///     .with_name_grace(Duration::from_secs(90))
+///     .with_limits(Limits::default().with_visitors_per_endpoint(64));
+/// assert_eq!(config.limits().visitors_per_endpoint(), 64);
+/// ```
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
-    /// Base domain: names are `LABEL.DOMAIN`. Lowercase, no trailing dot.
-    pub domain: String,
-    /// The public port of the HTTP listener, shown in `http://` URLs (omitted when 80).
-    pub http_port: u16,
-    /// The public port of the HTTPS listener, shown in `tls://` and `https://` URLs (omitted when 443).
-    pub https_port: u16,
-    /// Ports tcp endpoints may use.
-    pub tcp_ports: RangeInclusive<u16>,
-    /// How long a name (or tcp port) stays reserved for its key after its connection ends.
-    /// Zero turns reservation off.
-    pub name_grace: Duration,
-    /// How long forwards wait for the exec command before the remote port decides their kind.
-    pub command_deadline: Duration,
-    /// How long a connection may stay unauthenticated.
-    pub auth_timeout: Duration,
-    /// Keys allowed in; `None` accepts any key (only sane on loopback; the adapter enforces that).
-    pub authorized_keys: Option<BTreeSet<KeyFingerprint>>,
-    /// When `tcpip-forward` replies are sent; see [`ReplyTiming`].
-    pub reply_timing: ReplyTiming,
-    /// Per-connection and per-key limits.
-    pub limits: Limits,
+    domain: String,
+    http_port: u16,
+    https_port: u16,
+    tcp_ports: RangeInclusive<u16>,
+    name_grace: Duration,
+    command_deadline: Duration,
+    auth_timeout: Duration,
+    authorized_keys: Option<BTreeSet<KeyFingerprint>>,
+    limits: Limits,
 }
 
 impl GatewayConfig {
-    /// The contract's dev defaults for `domain` on the given public ports.
+    /// The contract's dev defaults for `domain` (lowercase, no trailing dot; see
+    /// [`base_domain`](crate::base_domain)) whose HTTP and HTTPS listeners are reached on the given
+    /// public ports: tcp ports 20000-20999, names reserved for 10 minutes after a disconnect, a 1 s
+    /// wait for the command, 30 s to authenticate, any key accepted, [`Limits::default`].
     pub fn new(domain: impl Into<String>, http_port: u16, https_port: u16) -> Self {
         Self {
             domain: domain.into(),
@@ -44,51 +48,112 @@ impl GatewayConfig {
             command_deadline: Duration::from_secs(1),
             auth_timeout: Duration::from_secs(30),
             authorized_keys: None,
-            reply_timing: ReplyTiming::Immediate,
             limits: Limits::default(),
         }
     }
+
+    /// Ports tcp endpoints may use. The range must not contain port 0.
+    pub fn with_tcp_ports(mut self, ports: RangeInclusive<u16>) -> Self {
+        self.tcp_ports = ports;
+        self
+    }
+
+    /// How long a name (or tcp port) stays reserved for its key after its connection ends; zero
+    /// turns reservation off.
+    pub fn with_name_grace(mut self, grace: Duration) -> Self {
+        self.name_grace = grace;
+        self
+    }
+
+    /// How long forwards wait for the exec command before the remote port decides their kind
+    /// (`ssh -N` sends none).
+    pub fn with_command_deadline(mut self, deadline: Duration) -> Self {
+        self.command_deadline = deadline;
+        self
+    }
+
+    /// How long a connection may stay unauthenticated before it is closed.
+    pub fn with_auth_timeout(mut self, timeout: Duration) -> Self {
+        self.auth_timeout = timeout;
+        self
+    }
+
+    /// Only these keys may log in; `None` accepts any key, which is only sane when nobody else
+    /// can reach the SSH listener (the adapter refuses to start otherwise).
+    pub fn with_authorized_keys(mut self, keys: Option<BTreeSet<KeyFingerprint>>) -> Self {
+        self.authorized_keys = keys;
+        self
+    }
+
+    /// What one client may hold.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Base domain: names are `LABEL.DOMAIN`.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The public port of the HTTP listener, shown in `http://` URLs (omitted when 80).
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The public port of the HTTPS listener, shown in `tls://` and `https://` URLs (omitted when
+    /// 443).
+    pub fn https_port(&self) -> u16 {
+        self.https_port
+    }
+
+    /// Ports tcp endpoints may use.
+    pub fn tcp_ports(&self) -> &RangeInclusive<u16> {
+        &self.tcp_ports
+    }
+
+    /// How long an address stays reserved for its key after its connection ends.
+    pub fn name_grace(&self) -> Duration {
+        self.name_grace
+    }
+
+    /// How long forwards wait for the exec command.
+    pub fn command_deadline(&self) -> Duration {
+        self.command_deadline
+    }
+
+    /// How long a connection may stay unauthenticated.
+    pub fn auth_timeout(&self) -> Duration {
+        self.auth_timeout
+    }
+
+    /// Keys allowed in; `None` accepts any key.
+    pub fn authorized_keys(&self) -> Option<&BTreeSet<KeyFingerprint>> {
+        self.authorized_keys.as_ref()
+    }
+
+    /// What one client may hold.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
 }
 
-/// When the gateway answers a `tcpip-forward` request (RFC 4254 §7.1).
-///
-/// OpenSSH sends every `tcpip-forward` right after authentication, then opens the session channel
-/// and sends `exec` without waiting for the replies, so the command arrives after the forwards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyTiming {
-    /// Hold each reply until the command is known (or the command deadline passes), then answer
-    /// with the real outcome. Needs an SSH stack that can answer a global request later while
-    /// it goes on reading the connection.
-    OnResolution,
-    /// Answer before the command: a forward that may be tcp (port 0 or a port in the range) gets
-    /// an early [`Action::Bind`](crate::Action::Bind) and its reply as soon as the bind is
-    /// reported, naming the bound port; every other forward is granted at once. A forward the
-    /// command then refuses ends the session with the reason (a refusal reply would make a client
-    /// with `ExitOnForwardFailure` leave before reading it). For SSH stacks that must answer a
-    /// global request before reading the next message, as russh does: holding the reply there
-    /// would hold the exec too. The adapter must carry out a `Bind` before it needs the reply.
-    Immediate,
-}
-
-/// Limits that bound what one client can hold.
+/// Limits that bound what one client can hold, so that one client cannot starve the others.
+/// [`Limits::default`] gives the server's defaults; change them with the `with_*` setters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Endpoints (forwards) on one connection.
-    pub endpoints_per_connection: usize,
-    /// Live connections authenticated by one key.
-    pub connections_per_key: usize,
-    /// Connections from one IP address not yet authenticated.
-    pub unauthenticated_per_ip: usize,
-    /// Lines kept for a session that has not opened its channel yet.
-    pub queued_lines: usize,
-    /// Ports tried for one tcp endpoint when the host refuses to bind them.
-    pub bind_attempts: usize,
-    /// Visitors one endpoint serves at once (tcp and tls connections, http requests in flight);
-    /// past it, http answers 503 and tcp/tls close. Keeps one busy tunnel from starving the rest.
-    pub visitors_per_endpoint: usize,
+    endpoints_per_connection: usize,
+    connections_per_key: usize,
+    unauthenticated_per_ip: usize,
+    queued_lines: usize,
+    bind_attempts: usize,
+    visitors_per_endpoint: usize,
 }
 
 impl Default for Limits {
+    /// 64 endpoints per connection, 1024 connections per key, 64 unauthenticated connections
+    /// per IP, 32 lines queued before the session opens, 8 ports tried per tcp endpoint, 1024
+    /// visitors per endpoint.
     fn default() -> Self {
         Self {
             endpoints_per_connection: 64,
@@ -99,4 +164,54 @@ impl Default for Limits {
             visitors_per_endpoint: 1024,
         }
     }
+}
+
+macro_rules! limit {
+    ($(#[$doc:meta])* $field:ident, $setter:ident) => {
+        $(#[$doc])*
+        pub fn $field(&self) -> usize {
+            self.$field
+        }
+
+        $(#[$doc])*
+        pub fn $setter(mut self, value: usize) -> Self {
+            self.$field = value;
+            self
+        }
+    };
+}
+
+impl Limits {
+    limit!(
+        /// Forwards (endpoints) one connection may hold; one more ends the session.
+        endpoints_per_connection,
+        with_endpoints_per_connection
+    );
+    limit!(
+        /// Live connections one key may hold; one more ends the new session.
+        connections_per_key,
+        with_connections_per_key
+    );
+    limit!(
+        /// Connections from one IP address not yet authenticated; one more is closed at once.
+        unauthenticated_per_ip,
+        with_unauthenticated_per_ip
+    );
+    limit!(
+        /// Lines kept for a session that has not opened its channel yet; later ones are dropped.
+        queued_lines,
+        with_queued_lines
+    );
+    limit!(
+        /// Ports tried for one port-0 tcp endpoint when the host refuses to bind them.
+        bind_attempts,
+        with_bind_attempts
+    );
+    limit!(
+        /// Visitors one endpoint serves at once (tcp and tls connections, http requests in
+        /// flight); past it, the visitor is refused ([`VisitorRefusal::Busy`](crate::VisitorRefusal::Busy)).
+        /// Keeps one busy tunnel from starving the rest.
+        visitors_per_endpoint,
+        with_visitors_per_endpoint
+    );
 }

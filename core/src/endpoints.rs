@@ -1,7 +1,6 @@
 //! Endpoints: what a granted forward is, how its public URL reads, and the route the data path
 //! follows to it.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +25,8 @@ pub struct Route {
     pub target: ChannelTarget,
     /// The endpoint's options, as data.
     pub policy: EndpointPolicy,
-}
-
-impl Route {
-    /// Whether a visitor from `addr` may pass (`--cidr-allow` / `--cidr-deny`).
-    pub fn allows(&self, addr: IpAddr) -> bool {
-        self.policy.access().allows(addr)
-    }
+    /// Visitors served at once; see [`Route::visitor_limit`].
+    pub(crate) visitor_limit: usize,
 }
 
 /// The forward as the client registered it.
@@ -140,14 +134,14 @@ impl Endpoint {
             }
         };
         match (&self.route.address, self.route.policy.kind()) {
-            (Address::Port(port), _) => format!("tcp://{}:{port}", config.domain),
+            (Address::Port(port), _) => format!("tcp://{}:{port}", config.domain()),
             (Address::Name(name), EndpointKind::Tls) => {
-                with_port("tls", name.as_str(), config.https_port, 443)
+                with_port("tls", name.as_str(), config.https_port(), 443)
             }
             (Address::Name(name), _) if self.requested_port == 443 => {
-                with_port("https", name.as_str(), config.https_port, 443)
+                with_port("https", name.as_str(), config.https_port(), 443)
             }
-            (Address::Name(name), _) => with_port("http", name.as_str(), config.http_port, 80),
+            (Address::Name(name), _) => with_port("http", name.as_str(), config.http_port(), 80),
         }
     }
 

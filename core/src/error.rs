@@ -39,6 +39,7 @@ impl From<&str> for Shown {
 
 /// A malformed exec command line.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommandError {
     /// A `'` or `"` with no closing partner.
     #[error("unterminated {0} quote in the command line")]
@@ -95,6 +96,7 @@ fn applies_to_note(kinds: &[EndpointKind]) -> String {
 
 /// A refused forward (`tcpip-forward` request) or endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ForwardError {
     /// The remote port does not fit the command's port rule.
     #[error("{kind} does not accept remote port {port} (it accepts {})", port_rule(*.kind, .tcp_range))]
@@ -162,6 +164,7 @@ fn port_rule(kind: EndpointKind, range: &(u16, u16)) -> String {
 
 /// Anything that ends a session with an error line, an exit status and a close.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The command line.
     #[error(transparent)]

@@ -11,12 +11,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::action::{Action, Reply, Stream};
+use crate::action::{Action, Reply, OutputStream};
 use crate::command::{Command, EndpointKind};
-use crate::config::ReplyTiming;
 use crate::endpoints::{ChannelTarget, Endpoint, EndpointPolicy, EndpointState, Route};
 use crate::error::ForwardError;
-use crate::gateway::{CommandState, EarlyListener, Gateway, PendingForward, PendingReply, Removal};
+use crate::gateway::{CLOSED_BY_SERVER, CommandState, EarlyListener, Gateway, PendingForward, PendingReply, Removal};
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::names::{random_name, requested_name};
 use crate::ownership::{Address, Claim, ReconnectKey};
@@ -39,14 +38,14 @@ impl Gateway {
         bind_address: String,
         port: u32,
     ) {
-        let immediate = self.config.reply_timing == ReplyTiming::Immediate;
+        let immediate = true;
         let refusal = match self.conns.get(&conn) {
             None => Some(None),
             Some(c) if c.key.is_none() => Some(Some(ForwardError::NotAuthenticated)),
             // The session's error is told with the command; a grant lets the client get that far
             // even with ExitOnForwardFailure.
             Some(c) if c.fatal.is_some() && immediate => {
-                let http_port = u32::from(self.config.http_port);
+                let http_port = u32::from(self.config.http_port());
                 self.reply(
                     conn,
                     request,
@@ -58,7 +57,7 @@ impl Gateway {
             }
             Some(c) if c.fatal.is_some() => Some(None),
             Some(c) => {
-                let limit = self.config.limits.endpoints_per_connection;
+                let limit = self.config.limits().endpoints_per_connection();
                 // Port 0 asks for a fresh port each time: `-R 0:localhost:22 -R 0:localhost:80`
                 // are two forwards.
                 let duplicate = port != 0
@@ -106,10 +105,7 @@ impl Gateway {
             }
             return;
         }
-        let forward = match self.config.reply_timing {
-            ReplyTiming::OnResolution => forward,
-            ReplyTiming::Immediate => self.answer_early(conn, forward),
-        };
+        let forward = self.answer_early(conn, forward);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.pending.push(forward);
         }
@@ -141,7 +137,7 @@ impl Gateway {
             }
             80 | 443 => {
                 // Always http or tls: a name held by another key is known to fail already.
-                if let Ok(Some(name)) = requested_name(&forward.bind_address, &self.config.domain) {
+                if let Ok(Some(name)) = requested_name(&forward.bind_address, self.config.domain()) {
                     refused = match self.ownership.check(&Address::Name(name.clone()), &key) {
                         Claim::Taken => Some(ForwardError::NameTaken(name.to_string())),
                         Claim::Reserved => Some(ForwardError::NameReserved(name.to_string())),
@@ -190,7 +186,7 @@ impl Gateway {
         let channel_port = match (forward.port, early) {
             (0, Some(early)) => u32::from(early.port),
             // With the range exhausted only http can succeed: answer with its port.
-            (0, None) => u32::from(self.config.http_port),
+            (0, None) => u32::from(self.config.http_port()),
             (p, _) => p,
         };
         if early.is_none() {
@@ -210,7 +206,7 @@ impl Gateway {
         let Some(&conn) = self.early_listeners.get(&endpoint) else {
             return false;
         };
-        let bind_attempts = self.config.limits.bind_attempts;
+        let bind_attempts = self.config.limits().bind_attempts();
         let c = self
             .conns
             .get_mut(&conn)
@@ -346,8 +342,8 @@ impl Gateway {
         // A held reply to a port-0 forward tells the client the port it will be known by.
         let channel_port = match (forward.port, held_reply, &address) {
             (0, Some(_), Address::Port(p)) => u32::from(*p),
-            (0, Some(_), _) if kind == EndpointKind::Tls => u32::from(self.config.https_port),
-            (0, Some(_), _) => u32::from(self.config.http_port),
+            (0, Some(_), _) if kind == EndpointKind::Tls => u32::from(self.config.https_port()),
+            (0, Some(_), _) => u32::from(self.config.http_port()),
             _ => channel_port,
         };
         let claim = self.ownership.check(&address, &key);
@@ -391,6 +387,7 @@ impl Gateway {
                 port: channel_port,
             },
             policy,
+            visitor_limit: self.config.limits().visitors_per_endpoint(),
         };
         let state = match (&address, early) {
             (Address::Port(_), Some(e)) if e.bound => EndpointState::Live,
@@ -472,7 +469,7 @@ impl Gateway {
         kind: EndpointKind,
         reconnect: ReconnectKey,
     ) -> Result<(Address, Option<ReconnectKey>), ForwardError> {
-        let Some(name) = requested_name(bind_address, &self.config.domain)? else {
+        let Some(name) = requested_name(bind_address, self.config.domain())? else {
             if kind == EndpointKind::Tls {
                 return Err(ForwardError::TlsNeedsName);
             }
@@ -495,7 +492,7 @@ impl Gateway {
     fn fresh_random_name(&mut self) -> Result<Address, ForwardError> {
         // Collisions are astronomically rare with a real RNG; the bound only stops a broken one.
         for _ in 0..64 {
-            let address = Address::Name(random_name(self.rng.as_mut(), &self.config.domain));
+            let address = Address::Name(random_name(self.rng.as_mut(), self.config.domain()));
             if !self.ownership.is_held(&address) {
                 return Ok(address);
             }
@@ -522,7 +519,7 @@ impl Gateway {
         };
         self.print(
             old_conn,
-            Stream::Stderr,
+            OutputStream::Stderr,
             format!("{shown} was taken over by a new connection with the same key"),
         );
         let empty = self
@@ -530,7 +527,7 @@ impl Gateway {
             .get(&old_conn)
             .is_some_and(|c| c.endpoints.is_empty() && c.pending.is_empty());
         if empty {
-            self.actions.push_back(Action::Close { conn: old_conn });
+            self.actions.push_back(Action::Close { conn: old_conn, message: CLOSED_BY_SERVER.to_owned() });
             self.handle(now, crate::Input::ConnectionClosed { conn: old_conn });
         }
     }
@@ -553,7 +550,7 @@ impl Gateway {
             let port = (requested == 0).then_some(route.target.port);
             self.reply(route.conn, request, Reply::Granted { port });
         }
-        self.print(route.conn, Stream::Stdout, line);
+        self.print(route.conn, OutputStream::Stdout, line);
     }
 
     pub(crate) fn bound(&mut self, endpoint: EndpointId) {
@@ -588,7 +585,7 @@ impl Gateway {
         };
         let (attempts, port, conn) = (*attempts, *port, e.route.conn);
         self.ports.mark_host_busy(port);
-        let retry = e.requested_port == 0 && attempts < self.config.limits.bind_attempts;
+        let retry = e.requested_port == 0 && attempts < self.config.limits().bind_attempts();
         let next = if retry {
             self.ports.allocate_tcp_port().ok()
         } else {
@@ -685,8 +682,8 @@ impl Gateway {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.endpoints.remove(&endpoint);
         }
-        if why == Removal::ConnectionEnded && !self.config.name_grace.is_zero() {
-            let until = now + self.config.name_grace;
+        if why == Removal::ConnectionEnded && !self.config.name_grace().is_zero() {
+            let until = now + self.config.name_grace();
             let address = e.route.address.clone();
             self.remove_endpoint_now(endpoint, Removal::ConnectionEnded);
             self.ownership.reserve(&address, until);

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
-use crate::action::{Action, Reply, Stream};
-use crate::command::{parse_command_line, Command, HELP};
+use crate::action::{Action, Reply, OutputStream};
+use crate::command::{parse_command_line, Command, EndpointKind, HELP};
+use crate::visitors::{Entrance, VisitorRefusal};
 use crate::config::GatewayConfig;
 use crate::endpoints::{inspect_line, Endpoint, Route};
 use crate::error::{ForwardError, SessionError, Shown};
@@ -26,6 +27,9 @@ use crate::timers::{Timer, TimerTable};
 
 /// The syntax version this server speaks, selected by the SSH user `v2`.
 pub const SYNTAX_VERSION: &str = "v2";
+
+/// The disconnect message of a connection the server closes without an error to report.
+pub const CLOSED_BY_SERVER: &str = "closed by the tunnel server";
 
 /// The sans-IO gateway engine. See the module docs for the calling contract.
 pub struct Gateway {
@@ -55,6 +59,8 @@ pub(crate) struct Connection {
     pub(crate) pending: Vec<PendingForward>,
     pub(crate) endpoints: BTreeSet<EndpointId>,
     pub(crate) session: Session,
+    /// A session channel was opened; a second one is refused.
+    pub(crate) session_channel: bool,
 }
 
 pub(crate) enum CommandState {
@@ -69,7 +75,7 @@ pub(crate) enum CommandState {
 
 pub(crate) enum Session {
     /// No session channel yet: lines wait here.
-    NotYet(Vec<(Stream, String)>),
+    NotYet(Vec<(OutputStream, String)>),
     Open,
     Closed,
 }
@@ -114,7 +120,7 @@ impl Gateway {
     /// A gateway with no connections. `rng` supplies every random name; seed it for tests and
     /// simulations, use OS randomness in production.
     pub fn new(config: GatewayConfig, rng: Box<dyn RngCore + Send>) -> Self {
-        let ports = TcpPortPool::new(config.tcp_ports.clone());
+        let ports = TcpPortPool::new(config.tcp_ports().clone());
         Self {
             config,
             rng,
@@ -153,6 +159,7 @@ impl Gateway {
                 bind_address,
                 port,
             } => self.forward_cancelled(conn, request, &bind_address, port),
+            Input::SessionRequested { conn } => self.session_requested(conn),
             Input::ExecRequested { conn, command } => self.command_requested(now, conn, &command),
             Input::ShellRequested { conn } => self.command_requested(now, conn, ""),
             Input::SessionData {
@@ -178,7 +185,7 @@ impl Gateway {
                 let Some(e) = self.endpoints.get(&endpoint) else {
                     return;
                 };
-                let inspect = e.route.policy.http().is_some_and(|o| o.inspect);
+                let inspect = e.route.logs_requests();
                 let conn = e.route.conn;
                 let open =
                     matches!(self.conns.get(&conn), Some(c) if matches!(c.session, Session::Open));
@@ -186,7 +193,7 @@ impl Gateway {
                     let line = inspect_line(&method, &path, status, elapsed);
                     self.actions.push_back(Action::Print {
                         conn,
-                        stream: Stream::Stdout,
+                        stream: OutputStream::Stdout,
                         line,
                     });
                 }
@@ -211,7 +218,7 @@ impl Gateway {
                 Timer::Auth(conn) => {
                     let unauthenticated = self.conns.get(&conn).is_some_and(|c| c.key.is_none());
                     if unauthenticated {
-                        self.actions.push_back(Action::Close { conn });
+                        self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
                         self.drop_connection(now, conn);
                     }
                 }
@@ -236,8 +243,28 @@ impl Gateway {
 
     // ---- routing queries ----------------------------------------------------------------------
 
+    /// Where a visitor on a public listener goes, by Host header value (HTTP) or SNI name
+    /// (HTTPS), or why it goes nowhere: the listener decides which endpoint kinds it serves.
+    pub fn route_for(&self, entrance: Entrance, host: &str) -> Result<&Arc<Route>, VisitorRefusal> {
+        let route = self
+            .route_by_host(host)
+            .ok_or_else(|| VisitorRefusal::UnknownHost(host.to_owned()))?;
+        match (entrance, route.policy.kind()) {
+            (Entrance::Http | Entrance::Https, EndpointKind::Http)
+            | (Entrance::Https, EndpointKind::Tls) => Ok(route),
+            (Entrance::Http, EndpointKind::Tls | EndpointKind::Tcp)
+            | (Entrance::Https, EndpointKind::Tcp) => Err(VisitorRefusal::NotHttp(host.to_owned())),
+        }
+    }
+
+    /// Where a visitor on a tcp endpoint's port goes.
+    pub fn route_for_port(&self, port: u16) -> Result<&Arc<Route>, VisitorRefusal> {
+        self.route_by_port(port)
+            .ok_or(VisitorRefusal::UnknownPort(port))
+    }
+
     /// The live http or tls endpoint for a Host header value or SNI name (case-insensitive,
-    /// port and trailing dot ignored).
+    /// port and trailing dot ignored), whatever the listener.
     pub fn route_by_host(&self, host: &str) -> Option<&Arc<Route>> {
         let name = Hostname::from_normalized(normalize_host(host)?);
         self.route_at(&Address::Name(name))
@@ -307,11 +334,11 @@ impl Gateway {
             .values()
             .filter(|c| c.key.is_none() && c.peer.ip() == peer.ip())
             .count();
-        if unauthenticated_here >= self.config.limits.unauthenticated_per_ip {
-            self.actions.push_back(Action::Close { conn });
+        if unauthenticated_here >= self.config.limits().unauthenticated_per_ip() {
+            self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
             return;
         }
-        let deadline = now + self.config.auth_timeout;
+        let deadline = now + self.config.auth_timeout();
         self.timers.set(deadline, Timer::Auth(conn));
         self.conns.insert(
             conn,
@@ -324,6 +351,7 @@ impl Gateway {
                 pending: Vec::new(),
                 endpoints: BTreeSet::new(),
                 session: Session::NotYet(Vec::new()),
+                session_channel: false,
             },
         );
     }
@@ -333,8 +361,7 @@ impl Gateway {
         let accepted = self.conns.contains_key(&conn)
             && self
                 .config
-                .authorized_keys
-                .as_ref()
+                .authorized_keys()
                 .is_none_or(|keys| keys.contains(&key));
         self.actions.push_back(Action::Auth { conn, accepted });
         if !accepted {
@@ -345,8 +372,8 @@ impl Gateway {
             .values()
             .filter(|c| c.key.as_ref() == Some(&key))
             .count();
-        let limit = self.config.limits.connections_per_key;
-        let command_deadline = now + self.config.command_deadline;
+        let limit = self.config.limits().connections_per_key();
+        let command_deadline = now + self.config.command_deadline();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -442,6 +469,19 @@ impl Gateway {
         }
     }
 
+    /// One session channel per connection: it is where the command and its output live.
+    fn session_requested(&mut self, conn: ConnId) {
+        let accepted = match self.conns.get_mut(&conn) {
+            Some(c) if c.key.is_some() && !c.session_channel => {
+                c.session_channel = true;
+                true
+            }
+            _ => false,
+        };
+        self.actions
+            .push_back(Action::SessionAnswer { conn, accepted });
+    }
+
     /// In a terminal, ^C ends the session with status 130 (as a shell reports SIGINT) and ^D with
     /// 0; everything else typed is ignored. Without a terminal the bytes are the client's stdin,
     /// which carries no meaning here.
@@ -457,16 +497,16 @@ impl Gateway {
             None => return,
         };
         self.actions.push_back(Action::Exit { conn, status });
-        self.actions.push_back(Action::Close { conn });
+        self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
         self.drop_connection(now, conn);
     }
 
     fn print_help(&mut self, now: Instant, conn: ConnId) {
         for line in HELP.lines() {
-            self.print(conn, Stream::Stdout, line.to_owned());
+            self.print(conn, OutputStream::Stdout, line.to_owned());
         }
         self.actions.push_back(Action::Exit { conn, status: 0 });
-        self.actions.push_back(Action::Close { conn });
+        self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
         self.drop_connection(now, conn);
     }
 
@@ -485,20 +525,24 @@ impl Gateway {
         let pending = std::mem::take(&mut c.pending);
         let open = matches!(c.session, Session::Open);
         self.refuse_held(conn, pending);
-        // Without a session channel (`ssh -N`) the line is still given: the adapter puts it in
-        // the disconnect message, which OpenSSH shows.
-        self.actions.push_back(Action::Print {
-            conn,
-            stream: Stream::Stderr,
-            line: error.user_line(),
-        });
-        if open {
+        let line = error.user_line();
+        // Without a session channel (`ssh -N`) the disconnect message is the only place OpenSSH
+        // shows it.
+        let message = if open {
+            self.actions.push_back(Action::Print {
+                conn,
+                stream: OutputStream::Stderr,
+                line,
+            });
             self.actions.push_back(Action::Exit {
                 conn,
                 status: error.exit_status(),
             });
-        }
-        self.actions.push_back(Action::Close { conn });
+            CLOSED_BY_SERVER.to_owned()
+        } else {
+            line
+        };
+        self.actions.push_back(Action::Close { conn, message });
         self.drop_connection(now, conn);
     }
 
@@ -564,13 +608,13 @@ impl Gateway {
     }
 
     /// Prints a line, or keeps it until the session channel opens.
-    pub(crate) fn print(&mut self, conn: ConnId, stream: Stream, line: String) {
+    pub(crate) fn print(&mut self, conn: ConnId, stream: OutputStream, line: String) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         match &mut c.session {
             Session::Open => self.actions.push_back(Action::Print { conn, stream, line }),
-            Session::NotYet(queued) if queued.len() < self.config.limits.queued_lines => {
+            Session::NotYet(queued) if queued.len() < self.config.limits().queued_lines() => {
                 queued.push((stream, line));
             }
             Session::NotYet(_) | Session::Closed => {}

@@ -5,64 +5,78 @@ use std::time::Duration;
 
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 
-/// One event for [`Gateway::handle`](crate::Gateway::handle).
+/// One event for [`Gateway::handle`](crate::Gateway::handle). Inputs about one connection come in
+/// the order the SSH stack received them; an input naming a connection or endpoint the gateway
+/// has already dropped is answered as a refusal or ignored (the adapter may race a close).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Input {
-    /// A TCP connection reached the SSH listener.
+    /// A TCP connection reached the SSH listener. The gateway may answer with an immediate
+    /// [`Action::Close`](crate::Action::Close) (too many unauthenticated connections from its IP).
     ConnectionOpened {
-        /// A new id, chosen by the adapter.
+        /// A new id, chosen by the adapter, never reused while the gateway lives.
         conn: ConnId,
         /// The client's address.
         peer: SocketAddr,
     },
-    /// The client proved it holds `key` (signature verified). Answered by [`Action::Auth`](crate::Action::Auth).
+    /// The client proved it holds `key` (the signature is verified by the SSH stack). Answered by
+    /// [`Action::Auth`](crate::Action::Auth).
     AuthRequested {
-        /// The connection.
+        /// The connection authenticating.
         conn: ConnId,
-        /// The SSH user name (`v2`, or the client's login name).
+        /// The SSH user name: `v2`, or the client's login name; it selects the syntax version.
         user: String,
-        /// The key's SHA-256 fingerprint.
+        /// The key's SHA-256 fingerprint; names are owned by it.
         key: KeyFingerprint,
     },
-    /// A `tcpip-forward` global request (RFC 4254 §7.1). Answered by [`Action::Reply`](crate::Action::Reply).
+    /// A `tcpip-forward` global request (RFC 4254 §7.1). Answered by
+    /// [`Action::Reply`](crate::Action::Reply), at once or, for a forward that needs a tcp
+    /// listener first, once the adapter reports the bind.
     ForwardRequested {
-        /// The connection.
+        /// The connection asking.
         conn: ConnId,
-        /// Correlates the reply.
+        /// Correlates the reply; unique among the connection's unanswered requests.
         request: RequestId,
-        /// "address to bind": carries the NAME.
+        /// "address to bind": carries the NAME of `-R NAME:PORT:...`.
         bind_address: String,
-        /// "port number to bind".
+        /// "port number to bind": the remote port.
         port: u32,
     },
-    /// A `cancel-tcpip-forward` global request. Answered by [`Action::Reply`](crate::Action::Reply).
+    /// A `cancel-tcpip-forward` global request (RFC 4254 §7.1). Answered by
+    /// [`Action::Reply`](crate::Action::Reply) at once.
     ForwardCancelled {
-        /// The connection.
+        /// The connection asking.
         conn: ConnId,
         /// Correlates the reply.
         request: RequestId,
         /// As in the forward.
         bind_address: String,
-        /// The requested or the allocated port.
+        /// The requested port, or the one allocated for a port-0 forward.
         port: u32,
+    },
+    /// The client asks to open a session channel (RFC 4254 §6.1). Answered by
+    /// [`Action::SessionAnswer`](crate::Action::SessionAnswer): one session per connection.
+    SessionRequested {
+        /// The connection asking.
+        conn: ConnId,
     },
     /// An `exec` request on the session channel: the command line as sent (RFC 4254 §6.5).
     ExecRequested {
-        /// The connection.
+        /// The connection whose session it is.
         conn: ConnId,
         /// The command line; not necessarily UTF-8 on the wire, the adapter converts lossily.
         command: String,
     },
     /// A `shell` request on the session channel: the no-command case.
     ShellRequested {
-        /// The connection.
+        /// The connection whose session it is.
         conn: ConnId,
     },
     /// Bytes the user typed into the session channel.
     SessionData {
-        /// The connection.
+        /// The connection whose session it is.
         conn: ConnId,
-        /// The bytes.
+        /// The bytes as received.
         data: Vec<u8>,
         /// Whether the client asked for a terminal (pty-req): then ^C and ^D arrive as bytes
         /// rather than as the client's own signals, and they end the session.
@@ -70,27 +84,30 @@ pub enum Input {
     },
     /// The session channel closed; nothing more can be printed to it.
     SessionClosed {
-        /// The connection.
+        /// The connection whose session it was.
         conn: ConnId,
     },
-    /// The SSH connection ended, for any reason.
+    /// The SSH connection ended, for any reason. Its routes go at once.
     ConnectionClosed {
-        /// The connection.
+        /// The connection that ended.
         conn: ConnId,
     },
-    /// The adapter bound the listener of a [`Action::Bind`](crate::Action::Bind).
+    /// The adapter bound the listener of an [`Action::Bind`](crate::Action::Bind).
     Bound {
-        /// The endpoint.
+        /// The endpoint the `Bind` named.
         endpoint: EndpointId,
     },
-    /// The host refused to bind the listener of a [`Action::Bind`](crate::Action::Bind).
+    /// The host refused to bind the listener of an [`Action::Bind`](crate::Action::Bind)
+    /// (another program holds the port).
     BindFailed {
-        /// The endpoint.
+        /// The endpoint the `Bind` named.
         endpoint: EndpointId,
     },
-    /// An HTTP request through an endpoint finished (for `--inspect`).
+    /// An HTTP request through an endpoint finished. Send it only for a route whose
+    /// [`Route::logs_requests`](crate::Route::logs_requests) is true: it becomes the session's
+    /// `--inspect` line.
     HttpRequestCompleted {
-        /// The endpoint.
+        /// The endpoint that served it.
         endpoint: EndpointId,
         /// The request method.
         method: String,

@@ -22,13 +22,15 @@ mod ownership;
 mod policy;
 mod ports;
 mod timers;
+mod visitors;
 
-pub use action::{Action, Reply, Stream};
+pub use action::{Action, OutputStream, Reply};
 pub use client_hello::{read_client_hello, ClientHello, MAX_CLIENT_HELLO_BYTES};
-pub use config::{GatewayConfig, Limits, ReplyTiming};
+pub use config::{GatewayConfig, Limits};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
 pub use error::{CommandError, ForwardError, SessionError, Shown};
-pub use gateway::{Gateway, SYNTAX_VERSION};
+pub use gateway::{Gateway, CLOSED_BY_SERVER, SYNTAX_VERSION};
+pub use visitors::{request_host, Entrance, VisitorRefusal};
 pub use ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 pub use input::Input;
 pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};

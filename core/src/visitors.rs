@@ -1,0 +1,165 @@
+//! Visitors: which endpoint a visitor on a public listener reaches, and what it is told when it
+//! is not served. The adapter only carries the answers out: the text of every page a visitor
+//! reads is here.
+
+use core::fmt;
+use std::net::IpAddr;
+
+use crate::endpoints::Route;
+use crate::policy::basic_auth_allows;
+
+/// The public listener a visitor arrived on, for routing by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Entrance {
+    /// The plain HTTP listener: routed by Host, serves http endpoints only.
+    Http,
+    /// The HTTPS listener: routed by the ClientHello's SNI, serves http endpoints (terminated
+    /// here) and tls endpoints (passed through).
+    Https,
+}
+
+/// Why a visitor is not served. Display is the text a visitor reads (the body of an HTTP
+/// answer); [`VisitorRefusal::http_status`] is its status. tcp and tls visitors are closed, and
+/// a tls visitor that reaches no endpoint gets an `unrecognized_name` alert instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VisitorRefusal {
+    /// A request with no Host header and no absolute-form target (RFC 9112 §3.2).
+    #[error("missing Host header")]
+    MissingHost,
+    /// A request with more than one Host header (RFC 9112 §3.2).
+    #[error("more than one Host header")]
+    SeveralHosts,
+    /// A Host header that is empty or not text.
+    #[error("invalid Host header")]
+    InvalidHost,
+    /// No live endpoint has this name.
+    #[error("no tunnel for {0}")]
+    UnknownHost(String),
+    /// The name belongs to an endpoint this listener does not serve (a tls name over plain HTTP).
+    #[error("{0} is not an http tunnel")]
+    NotHttp(String),
+    /// No live tcp endpoint listens on this port.
+    #[error("no tunnel on port {0}")]
+    UnknownPort(u16),
+    /// `--cidr-allow` / `--cidr-deny` keep this visitor out.
+    #[error("forbidden")]
+    Forbidden,
+    /// `--basic-auth` credentials missing or wrong.
+    #[error("authentication required")]
+    Unauthorized,
+    /// The endpoint serves as many visitors as `--max-visitors-per-endpoint` allows.
+    #[error("this tunnel is serving too many requests; try again")]
+    Busy,
+    /// The user's SSH client refused the channel (most often: nothing listens on LHOST:LPORT).
+    #[error("the tunnel's local service refused the connection")]
+    LocalServiceRefused,
+    /// The user's SSH client did not answer the channel open in time.
+    #[error("the tunnel did not answer in time")]
+    TunnelTimedOut,
+    /// The channel closed before an HTTP exchange could start on it.
+    #[error("the tunnel closed")]
+    TunnelClosed,
+    /// The channel closed before the local service sent its answer.
+    #[error("the tunnel closed before the local service answered")]
+    NoAnswer,
+}
+
+impl VisitorRefusal {
+    /// The HTTP status of the answer.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::MissingHost | Self::SeveralHosts | Self::InvalidHost => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::UnknownHost(_) | Self::NotHttp(_) | Self::UnknownPort(_) => 404,
+            Self::LocalServiceRefused | Self::TunnelTimedOut | Self::TunnelClosed | Self::NoAnswer => {
+                502
+            }
+            Self::Busy => 503,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge that goes with a 401 (RFC 7617 §2), for
+    /// [`VisitorRefusal::Unauthorized`] only.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthorized => Some("Basic realm=\"tunnel\", charset=\"UTF-8\""),
+            _ => None,
+        }
+    }
+
+    /// The whole body of the HTTP answer: the text and a newline.
+    pub fn page(&self) -> String {
+        format!("{self}\n")
+    }
+}
+
+/// The host an HTTP request is for: the absolute-form target's authority first, else its one
+/// Host header (RFC 9112 §3.2: none, several, or an unreadable one is refused with a 400).
+pub fn request_host<'a>(
+    authority: Option<&'a str>,
+    host_headers: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<&'a str, VisitorRefusal> {
+    if let Some(authority) = authority {
+        return Ok(authority);
+    }
+    let mut hosts = host_headers.into_iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => std::str::from_utf8(host)
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .ok_or(VisitorRefusal::InvalidHost),
+        (None, _) => Err(VisitorRefusal::MissingHost),
+        (Some(_), Some(_)) => Err(VisitorRefusal::SeveralHosts),
+    }
+}
+
+impl Route {
+    /// Whether a tcp or tls visitor from `peer` may have a channel (`--cidr-allow/--cidr-deny`).
+    pub fn admit_connection(&self, peer: IpAddr) -> Result<(), VisitorRefusal> {
+        if self.policy.access().allows(peer) {
+            Ok(())
+        } else {
+            Err(VisitorRefusal::Forbidden)
+        }
+    }
+
+    /// Whether an HTTP request from `peer` with this `Authorization` header may pass: the CIDR
+    /// rules first (403), then `--basic-auth` (401).
+    pub fn admit_request(
+        &self,
+        peer: IpAddr,
+        authorization: Option<&[u8]>,
+    ) -> Result<(), VisitorRefusal> {
+        self.admit_connection(peer)?;
+        let credentials = self.policy.http().map_or(&[][..], |o| &o.basic_auth[..]);
+        if basic_auth_allows(credentials, authorization) {
+            Ok(())
+        } else {
+            Err(VisitorRefusal::Unauthorized)
+        }
+    }
+
+    /// Whether the session wants an `--inspect` line per request: send
+    /// [`Input::HttpRequestCompleted`](crate::Input::HttpRequestCompleted) only when this is true.
+    pub fn logs_requests(&self) -> bool {
+        self.policy.http().is_some_and(|o| o.inspect)
+    }
+
+    /// How many visitors the endpoint serves at once (tcp and tls connections, HTTP requests in
+    /// flight); one more is refused with [`VisitorRefusal::Busy`].
+    pub fn visitor_limit(&self) -> usize {
+        self.visitor_limit
+    }
+}
+
+impl fmt::Display for Entrance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Entrance::Http => "http",
+            Entrance::Https => "https",
+        })
+    }
+}

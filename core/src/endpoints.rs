@@ -102,63 +102,41 @@ impl EndpointPolicy {
     }
 }
 
-/// The gateway's record of one endpoint.
-#[derive(Debug)]
-pub(crate) struct Endpoint {
-    pub(crate) route: Arc<Route>,
-    /// The remote port the client asked for (shown on the Forwarding line).
-    pub(crate) requested_port: u32,
-    /// A reply held until the endpoint is live ([`ReplyTiming::OnResolution`](crate::ReplyTiming)).
-    pub(crate) held_reply: Option<crate::ids::RequestId>,
-    pub(crate) state: EndpointState,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum EndpointState {
-    /// Waiting for the adapter to bind the tcp port; `attempts` ports tried so far.
-    Binding { attempts: usize },
-    /// Routed.
-    Live,
-    /// The host refused its last port and no other is tried: no listener to unbind.
-    BindFailed,
-}
-
-impl Endpoint {
-    /// `http://name.domain:8080`, `tcp://domain:20007`, `tls://name.domain:8443`.
-    pub(crate) fn public_url(&self, config: &GatewayConfig) -> String {
-        let with_port = |scheme: &str, host: &str, port: u16, default: u16| {
-            if port == default {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}:{port}")
-            }
-        };
-        match (&self.route.address, self.route.policy.kind()) {
-            (Address::Port(port), _) => format!("tcp://{}:{port}", config.domain()),
-            (Address::Name(name), EndpointKind::Tls) => {
-                with_port("tls", name.as_str(), config.https_port(), 443)
-            }
-            (Address::Name(name), _) if self.requested_port == 443 => {
-                with_port("https", name.as_str(), config.https_port(), 443)
-            }
-            (Address::Name(name), _) => with_port("http", name.as_str(), config.http_port(), 80),
-        }
-    }
-
-    /// The one line a session gets for each endpoint.
-    pub(crate) fn forwarding_line(&self, config: &GatewayConfig) -> String {
-        let bind = &self.route.target.bind_address;
-        let bind = if bind.contains(':') {
-            format!("[{bind}]")
+/// `http://name.domain:8080`, `tcp://domain:20007`, `tls://name.domain:8443`; an http endpoint
+/// asked for on remote port 443 is shown as `https://`.
+fn public_url(route: &Route, asked_port: u32, config: &GatewayConfig) -> String {
+    let with_port = |scheme: &str, host: &str, port: u16, default: u16| {
+        if port == default {
+            format!("{scheme}://{host}")
         } else {
-            bind.clone()
-        };
-        format!(
-            "Forwarding {} -> {bind}:{}",
-            self.public_url(config),
-            self.requested_port
-        )
+            format!("{scheme}://{host}:{port}")
+        }
+    };
+    match (&route.address, route.policy.kind()) {
+        (Address::Port(port), _) => format!("tcp://{}:{port}", config.domain()),
+        (Address::Name(name), EndpointKind::Tls) => {
+            with_port("tls", name.as_str(), config.https_port(), 443)
+        }
+        (Address::Name(name), _) if asked_port == 443 => {
+            with_port("https", name.as_str(), config.https_port(), 443)
+        }
+        (Address::Name(name), _) => with_port("http", name.as_str(), config.http_port(), 80),
     }
+}
+
+/// The one line a session gets for each endpoint:
+/// `Forwarding <PUBLIC-URL> -> <BIND-ADDRESS>:<RPORT>`, the right side as the client asked.
+pub(crate) fn forwarding_line(route: &Route, asked_port: u32, config: &GatewayConfig) -> String {
+    let bind = &route.target.bind_address;
+    let bind = if bind.contains(':') {
+        format!("[{bind}]")
+    } else {
+        bind.clone()
+    };
+    format!(
+        "Forwarding {} -> {bind}:{asked_port}",
+        public_url(route, asked_port, config)
+    )
 }
 
 /// `HTTP <METHOD> <PATH> -> <STATUS> (<MS> ms)`, with the visitor's text made safe for the

@@ -1,29 +1,26 @@
-//! The gateway: owns every connection, endpoint, name and port, and turns inputs into actions.
-//!
-//! Calling contract (as quinn-proto's `Connection` and str0m's `Rtc`): after each
-//! [`Gateway::handle`] or [`Gateway::handle_timeout`], drain [`Gateway::poll_action`] until it
-//! returns `None` and execute the actions in order; then ask [`Gateway::poll_timeout`] when to call
-//! [`Gateway::handle_timeout`] next. Time and randomness come only from the caller.
+//! The gateway: owns every connection, forward, name and port, and turns inputs into actions.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rand_core::RngCore;
 
-use crate::action::{Action, Reply, OutputStream};
+use crate::action::{Action, OutputStream, Reply};
 use crate::command::{parse_command_line, Command, EndpointKind, HELP};
-use crate::visitors::{Entrance, VisitorRefusal};
 use crate::config::GatewayConfig;
-use crate::endpoints::{inspect_line, Endpoint, Route};
+use crate::endpoints::{inspect_line, Route};
 use crate::error::{ForwardError, SessionError, Shown};
+use crate::forward::Asked;
+use crate::forwards::{Effects, Forwards};
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::input::Input;
 use crate::names::{normalize_host, Hostname};
-use crate::ownership::{Address, Ownership};
+use crate::ownership::{Address, Holding};
 use crate::ports::TcpPortPool;
 use crate::timers::{Timer, TimerTable};
+use crate::visitors::{Entrance, VisitorRefusal};
 
 /// The syntax version this server speaks, selected by the SSH user `v2`.
 pub const SYNTAX_VERSION: &str = "v2";
@@ -31,41 +28,114 @@ pub const SYNTAX_VERSION: &str = "v2";
 /// The disconnect message of a connection the server closes without an error to report.
 pub const CLOSED_BY_SERVER: &str = "closed by the tunnel server";
 
-/// The sans-IO gateway engine. See the module docs for the calling contract.
+/// The sans-IO gateway engine: every SSH connection, forward, name and port of one server.
+///
+/// # Calling contract
+///
+/// The gateway never does anything by itself; the adapter (the embedder's network code) drives
+/// it, as quinn-proto's `Connection` and str0m's `Rtc` are driven:
+///
+/// 1. **One mutation at a time.** Call [`Gateway::handle`] with an [`Input`] for each event the
+///    network produced (a connection, an authentication, a `tcpip-forward`, a bind result, ...),
+///    or [`Gateway::handle_timeout`] when the deadline from `poll_timeout` has come.
+/// 2. **Then drain.** Call [`Gateway::poll_action`] until it returns `None` and carry out each
+///    [`Action`] in the order given, before the next mutation: replies answer the request they
+///    name, a `Print` comes before the `Exit` before the `Close` of the same connection, and a
+///    [`Action::Bind`] must be answered with [`Input::Bound`] or [`Input::BindFailed`] (a forward's
+///    reply may wait for it). Actions left undrained are still given out later, in order.
+/// 3. **Then ask for the next deadline.** [`Gateway::poll_timeout`] says when
+///    [`Gateway::handle_timeout`] must next be called; any input may move it.
+///
+/// Time is the caller's: every `now` comes from one monotonic clock and never goes backwards
+/// (simulations pass simulated time). Randomness is the caller's: the RNG given to
+/// [`Gateway::new`] makes every random name. The routing queries ([`Gateway::route_for`],
+/// [`Gateway::route_for_port`]) read the state without changing it; a [`Route`] they return
+/// stays valid for the visitor that got it even after the endpoint goes.
+///
+/// Inputs are never trusted: a malformed command line, an unknown connection or a stale bind
+/// answer is refused or ignored, never a panic (a panic is a bug).
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use rand_chacha::rand_core::SeedableRng;
+/// use tunnel_core::{Action, ConnId, Gateway, GatewayConfig, Input, KeyFingerprint, Reply, RequestId};
+///
+/// let config = GatewayConfig::new("tunnel.example.com", 80, 443);
+/// let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(7));
+/// let mut gateway = Gateway::new(config, rng);
+/// let now = Instant::now(); // the embedder's clock; the core never reads one
+/// let conn = ConnId::from_raw(1);
+///
+/// // Feeds one input and carries out what follows (here: just collects it).
+/// let mut step = |gateway: &mut Gateway, input| {
+///     gateway.handle(now, input);
+///     std::iter::from_fn(|| gateway.poll_action()).collect::<Vec<_>>()
+/// };
+/// step(&mut gateway, Input::ConnectionOpened { conn, peer: "127.0.0.1:50000".parse().unwrap() });
+/// let auth = step(&mut gateway, Input::AuthRequested {
+///     conn,
+///     user: "v2".into(),
+///     key: KeyFingerprint::new("SHA256:example"),
+/// });
+/// assert_eq!(auth, [Action::Auth { conn, accepted: true }]);
+///
+/// // OpenSSH sends the forward first; it is answered at once.
+/// let request = RequestId::from_raw(1);
+/// let forward = step(&mut gateway, Input::ForwardRequested {
+///     conn,
+///     request,
+///     bind_address: "app".into(),
+///     port: 80,
+/// });
+/// assert_eq!(forward, [Action::Reply { conn, request, reply: Reply::Granted { port: None } }]);
+///
+/// // The command says what the forward is for: the route goes live and the session is told.
+/// let mut lines = Vec::new();
+/// step(&mut gateway, Input::SessionRequested { conn });
+/// for action in step(&mut gateway, Input::ExecRequested { conn, command: "http --basic-auth a:b".into() }) {
+///     match action {
+///         Action::Print { line, .. } => lines.push(line),
+///         Action::RouteAdded(route) => assert_eq!(route.conn, conn),
+///         other => panic!("unexpected {other:?}"),
+///     }
+/// }
+/// assert_eq!(lines, ["Forwarding http://app.tunnel.example.com -> app:80"]);
+/// let route = gateway.route_by_host("APP.tunnel.example.com:80").expect("routed");
+/// assert_eq!(route.conn, conn);
+///
+/// // Closing the connection removes the route at once and reserves the name for its key.
+/// step(&mut gateway, Input::ConnectionClosed { conn });
+/// assert!(gateway.route_by_host("app.tunnel.example.com").is_none());
+/// let expiry = gateway.poll_timeout().expect("the reservation ends");
+/// gateway.handle_timeout(expiry + Duration::from_secs(1));
+/// assert_eq!(gateway.reservation_count(), 0);
+/// ```
 pub struct Gateway {
-    pub(crate) config: GatewayConfig,
-    pub(crate) rng: Box<dyn RngCore + Send>,
-    pub(crate) conns: BTreeMap<ConnId, Connection>,
-    pub(crate) endpoints: BTreeMap<EndpointId, Endpoint>,
-    /// Live routes only (tcp endpoints join once bound).
-    pub(crate) routes: BTreeMap<Address, EndpointId>,
-    pub(crate) ownership: Ownership,
-    pub(crate) ports: TcpPortPool,
-    pub(crate) timers: TimerTable,
-    pub(crate) actions: VecDeque<Action>,
-    /// Early listeners (see [`EarlyListener`]) and their connections.
-    pub(crate) early_listeners: BTreeMap<EndpointId, ConnId>,
-    next_endpoint: u64,
+    config: GatewayConfig,
+    rng: Box<dyn RngCore + Send>,
+    conns: BTreeMap<ConnId, Connection>,
+    forwards: Forwards,
+    timers: TimerTable,
+    actions: VecDeque<Action>,
 }
 
-pub(crate) struct Connection {
-    pub(crate) peer: SocketAddr,
-    /// Set while unauthenticated: the auth deadline.
-    pub(crate) auth_deadline: Option<Instant>,
-    pub(crate) key: Option<KeyFingerprint>,
+struct Connection {
+    peer: SocketAddr,
+    /// Set once authenticated.
+    key: Option<KeyFingerprint>,
     /// An error that ends the session; reported once the command is known.
-    pub(crate) fatal: Option<SessionError>,
-    pub(crate) command: CommandState,
-    pub(crate) pending: Vec<PendingForward>,
-    pub(crate) endpoints: BTreeSet<EndpointId>,
-    pub(crate) session: Session,
+    fatal: Option<SessionError>,
+    command: CommandState,
+    session: Session,
     /// A session channel was opened; a second one is refused.
-    pub(crate) session_channel: bool,
+    session_channel: bool,
 }
 
-pub(crate) enum CommandState {
-    /// No exec or shell yet; forwards wait until the deadline.
-    Waiting { deadline: Option<Instant> },
+enum CommandState {
+    /// No exec or shell yet: forwards wait for it until the command deadline.
+    Waiting,
     /// Known; `by_deadline` when the deadline passed with no command.
     Settled {
         command: Option<Command>,
@@ -73,51 +143,15 @@ pub(crate) enum CommandState {
     },
 }
 
-pub(crate) enum Session {
+enum Session {
     /// No session channel yet: lines wait here.
     NotYet(Vec<(OutputStream, String)>),
     Open,
     Closed,
 }
 
-/// A forward received before the command was known.
-pub(crate) struct PendingForward {
-    pub(crate) request: RequestId,
-    pub(crate) bind_address: String,
-    pub(crate) port: u32,
-    pub(crate) reply: PendingReply,
-}
-
-pub(crate) enum PendingReply {
-    /// Not answered yet ([`ReplyTiming::OnResolution`](crate::ReplyTiming::OnResolution)).
-    Held,
-    /// Answered before the command ([`ReplyTiming::Immediate`](crate::ReplyTiming::Immediate)):
-    /// at once, or, for a forward that may be tcp, as soon as its early listener is bound.
-    Sent {
-        /// The port the client knows the forward by (the reply's port for port 0).
-        channel_port: u32,
-        /// The listener bound before the command for a forward that may be tcp, so that the
-        /// port the reply names is really ours, and a visitor that connects before the command
-        /// (or, with `ssh -N`, before the deadline) waits in the backlog instead of being refused.
-        early: Option<EarlyListener>,
-        /// An error the command cannot undo (a fixed tcp port held by another key), reported
-        /// with the command. The reply itself was a grant, so that the user sees why.
-        refused: Option<ForwardError>,
-    },
-}
-
-/// A tcp listener bound before the command is known.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct EarlyListener {
-    pub(crate) endpoint: EndpointId,
-    pub(crate) port: u16,
-    /// Bound; the reply has been sent.
-    pub(crate) bound: bool,
-    pub(crate) attempts: usize,
-}
-
 impl Gateway {
-    /// A gateway with no connections. `rng` supplies every random name; seed it for tests and
+    /// A gateway with no connections. `rng` supplies every random name: seed it for tests and
     /// simulations, use OS randomness in production.
     pub fn new(config: GatewayConfig, rng: Box<dyn RngCore + Send>) -> Self {
         let ports = TcpPortPool::new(config.tcp_ports().clone());
@@ -125,24 +159,20 @@ impl Gateway {
             config,
             rng,
             conns: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
-            routes: BTreeMap::new(),
-            ownership: Ownership::default(),
-            ports,
+            forwards: Forwards::new(ports),
             timers: TimerTable::default(),
             actions: VecDeque::new(),
-            early_listeners: BTreeMap::new(),
-            next_endpoint: 0,
         }
     }
 
-    /// The configuration.
+    /// The configuration it runs with.
     pub fn config(&self) -> &GatewayConfig {
         &self.config
     }
 
-    /// Feeds one event. Inputs naming a connection or endpoint the gateway no longer knows are
-    /// answered as refusals or ignored: the adapter may race a close.
+    /// Feeds one event that happened at `now`; then drain [`Gateway::poll_action`]. Inputs naming
+    /// a connection or endpoint the gateway no longer knows are refused or ignored: the adapter
+    /// may race a close.
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::ConnectionOpened { conn, peer } => self.connection_opened(now, conn, peer),
@@ -152,13 +182,16 @@ impl Gateway {
                 request,
                 bind_address,
                 port,
-            } => self.forward_requested(now, conn, request, bind_address, port),
+            } => self.forward_requested(now, conn, request, Asked { bind_address, port }),
             Input::ForwardCancelled {
                 conn,
                 request,
                 bind_address,
                 port,
-            } => self.forward_cancelled(conn, request, &bind_address, port),
+            } => self.with_forwards(now, |f, fx| {
+                f.cancel(fx, conn, request, &bind_address, port);
+                Ok(())
+            }),
             Input::SessionRequested { conn } => self.session_requested(conn),
             Input::ExecRequested { conn, command } => self.command_requested(now, conn, &command),
             Input::ShellRequested { conn } => self.command_requested(now, conn, ""),
@@ -173,8 +206,8 @@ impl Gateway {
                 }
             }
             Input::ConnectionClosed { conn } => self.drop_connection(now, conn),
-            Input::Bound { endpoint } => self.bound(endpoint),
-            Input::BindFailed { endpoint } => self.bind_failed(now, endpoint),
+            Input::Bound { endpoint } => self.bind_answered(now, endpoint, true),
+            Input::BindFailed { endpoint } => self.bind_answered(now, endpoint, false),
             Input::HttpRequestCompleted {
                 endpoint,
                 method,
@@ -182,14 +215,20 @@ impl Gateway {
                 status,
                 elapsed,
             } => {
-                let Some(e) = self.endpoints.get(&endpoint) else {
+                // `--inspect`: decided by the route, whoever sent this.
+                let Some(conn) = self
+                    .forwards
+                    .route_of(endpoint)
+                    .filter(|route| route.logs_requests())
+                    .map(|route| route.conn)
+                else {
                     return;
                 };
-                let inspect = e.route.logs_requests();
-                let conn = e.route.conn;
-                let open =
-                    matches!(self.conns.get(&conn), Some(c) if matches!(c.session, Session::Open));
-                if inspect && open {
+                let open = self
+                    .conns
+                    .get(&conn)
+                    .is_some_and(|c| matches!(c.session, Session::Open));
+                if open {
                     let line = inspect_line(&method, &path, status, elapsed);
                     self.actions.push_back(Action::Print {
                         conn,
@@ -201,42 +240,38 @@ impl Gateway {
         }
     }
 
-    /// The next action to execute, in order.
+    /// The next action to carry out, in order; `None` once drained.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
-    /// When [`Gateway::handle_timeout`] must next be called, if ever.
+    /// When [`Gateway::handle_timeout`] must next be called, if ever. Ask again after every
+    /// `handle`: inputs move deadlines.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }
 
-    /// Runs every deadline due at `now`.
+    /// Runs every deadline due at `now`; then drain [`Gateway::poll_action`].
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Auth(conn) => {
                     let unauthenticated = self.conns.get(&conn).is_some_and(|c| c.key.is_none());
                     if unauthenticated {
-                        self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
+                        self.close(conn, CLOSED_BY_SERVER.to_owned());
                         self.drop_connection(now, conn);
                     }
                 }
                 Timer::Command(conn) => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        if matches!(c.command, CommandState::Waiting { .. }) {
-                            c.command = CommandState::Waiting { deadline: None };
-                            self.settle(now, conn, None, true);
-                        }
+                    let waiting = self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| matches!(c.command, CommandState::Waiting));
+                    if waiting {
+                        self.settle(now, conn, None, true);
                     }
                 }
-                Timer::Reservation(address) => {
-                    if self.ownership.expire(&address, now) {
-                        if let Address::Port(port) = address {
-                            self.ports.release(port);
-                        }
-                    }
-                }
+                Timer::Reservation(address) => self.forwards.reservation_expired(now, &address),
             }
         }
     }
@@ -267,44 +302,40 @@ impl Gateway {
     /// port and trailing dot ignored), whatever the listener.
     pub fn route_by_host(&self, host: &str) -> Option<&Arc<Route>> {
         let name = Hostname::from_normalized(normalize_host(host)?);
-        self.route_at(&Address::Name(name))
+        self.forwards.route_at(&Address::Name(name))
     }
 
     /// The live tcp endpoint listening on `port`.
     pub fn route_by_port(&self, port: u16) -> Option<&Arc<Route>> {
-        self.route_at(&Address::Port(port))
-    }
-
-    fn route_at(&self, address: &Address) -> Option<&Arc<Route>> {
-        let id = self.routes.get(address)?;
-        self.endpoints.get(id).map(|e| &e.route)
+        self.forwards.route_at(&Address::Port(port))
     }
 
     // ---- counts, for leak checks --------------------------------------------------------------
 
-    /// Connections the gateway tracks.
+    /// Connections the gateway tracks, authenticated or not.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
 
-    /// Endpoints, live or binding.
+    /// Forwards in any state: answered and waiting for the command, binding, or live.
     pub fn endpoint_count(&self) -> usize {
-        self.endpoints.len()
+        self.forwards.count()
     }
 
     /// Live routes.
     pub fn route_count(&self) -> usize {
-        self.routes.len()
+        self.forwards.route_count()
     }
 
-    /// Tcp ports held: by endpoints, reservations or port-0 forwards awaiting their command.
+    /// Tcp ports held: by endpoints, by reservations, or by listeners of forwards waiting for
+    /// their command.
     pub fn held_port_count(&self) -> usize {
-        self.ports.held_count()
+        self.forwards.ports.held_count()
     }
 
     /// Names and ports reserved for keys whose connections ended.
     pub fn reservation_count(&self) -> usize {
-        self.ownership.reservation_count()
+        self.forwards.ownership.reservation_count()
     }
 
     /// Deadlines pending (auth, command, reservations).
@@ -312,15 +343,13 @@ impl Gateway {
         self.timers.count()
     }
 
-    /// Who holds each address: `(address, owner, live)`. For audits and tests.
+    /// Who holds each address: `(address, owner, live)`; `live` is false for a reservation. For
+    /// audits and tests.
     pub fn holders(&self) -> impl Iterator<Item = (&Address, &KeyFingerprint, bool)> {
-        self.ownership.holders().map(|(a, h)| {
-            (
-                a,
-                &h.owner,
-                matches!(h.holding, crate::ownership::Holding::Live { .. }),
-            )
-        })
+        self.forwards
+            .ownership
+            .holders()
+            .map(|(a, h)| (a, &h.owner, matches!(h.holding, Holding::Live { .. })))
     }
 
     // ---- connections --------------------------------------------------------------------------
@@ -335,21 +364,17 @@ impl Gateway {
             .filter(|c| c.key.is_none() && c.peer.ip() == peer.ip())
             .count();
         if unauthenticated_here >= self.config.limits().unauthenticated_per_ip() {
-            self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
-            return;
+            return self.close(conn, CLOSED_BY_SERVER.to_owned());
         }
-        let deadline = now + self.config.auth_timeout();
-        self.timers.set(deadline, Timer::Auth(conn));
+        self.timers
+            .set(Timer::Auth(conn), now + self.config.auth_timeout());
         self.conns.insert(
             conn,
             Connection {
                 peer,
-                auth_deadline: Some(deadline),
                 key: None,
                 fatal: None,
-                command: CommandState::Waiting { deadline: None },
-                pending: Vec::new(),
-                endpoints: BTreeSet::new(),
+                command: CommandState::Waiting,
                 session: Session::NotYet(Vec::new()),
                 session_channel: false,
             },
@@ -373,15 +398,11 @@ impl Gateway {
             .filter(|c| c.key.as_ref() == Some(&key))
             .count();
         let limit = self.config.limits().connections_per_key();
-        let command_deadline = now + self.config.command_deadline();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if c.key.is_some() {
             return;
-        }
-        if let Some(at) = c.auth_deadline.take() {
-            self.timers.cancel(at, Timer::Auth(conn));
         }
         c.key = Some(key);
         c.fatal = if same_key >= limit {
@@ -389,10 +410,78 @@ impl Gateway {
         } else {
             version_error(user)
         };
-        c.command = CommandState::Waiting {
-            deadline: Some(command_deadline),
+        self.timers.cancel(&Timer::Auth(conn));
+        self.timers
+            .set(Timer::Command(conn), now + self.config.command_deadline());
+    }
+
+    fn forward_requested(&mut self, now: Instant, conn: ConnId, request: RequestId, asked: Asked) {
+        let Some(c) = self.conns.get(&conn) else {
+            return self.reply(conn, request, Reply::Refused);
         };
-        self.timers.set(command_deadline, Timer::Command(conn));
+        let Some(key) = c.key.clone() else {
+            self.reply(conn, request, Reply::Refused);
+            return self.fail(now, conn, ForwardError::NotAuthenticated.into());
+        };
+        if c.fatal.is_some() {
+            // The session's error is told with the command; a grant lets the client get that
+            // far even with ExitOnForwardFailure.
+            let port = (asked.port == 0).then_some(u32::from(self.config.http_port()));
+            return self.reply(conn, request, Reply::Granted { port });
+        }
+        let limit = self.config.limits().endpoints_per_connection();
+        let refusal = if self.forwards.count_of(conn) >= limit {
+            Some(ForwardError::TooManyEndpoints(limit))
+        } else if self.forwards.is_duplicate(conn, &asked) {
+            Some(ForwardError::Duplicate(
+                asked.bind_address.as_str().into(),
+                asked.port,
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            self.reply(conn, request, Reply::Refused);
+            return self.fail(now, conn, e.into());
+        }
+        match &c.command {
+            CommandState::Settled { command, .. } => {
+                let command = command.clone();
+                self.with_forwards(now, |f, fx| {
+                    f.request_settled(fx, conn, &key, request, asked, command.as_ref())
+                        .map_err(|e| (conn, e))
+                });
+            }
+            CommandState::Waiting => self.with_forwards(now, |f, fx| {
+                f.request_early(fx, conn, &key, request, asked);
+                Ok(())
+            }),
+        }
+    }
+
+    fn bind_answered(&mut self, now: Instant, endpoint: EndpointId, bound: bool) {
+        let Some(conn) = self.forwards.conn_of(endpoint) else {
+            return;
+        };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let Some(key) = c.key.clone() else {
+            return;
+        };
+        let command = match &c.command {
+            CommandState::Settled { command, .. } => Some(command.clone()),
+            CommandState::Waiting => None,
+        };
+        self.with_forwards(now, |f, fx| {
+            let settled = command.as_ref().map(Option::as_ref);
+            let result = if bound {
+                f.bound(fx, endpoint, &key, settled)
+            } else {
+                f.bind_failed(fx, endpoint, &key, settled)
+            };
+            result.map_err(|e| (conn, e))
+        });
     }
 
     fn command_requested(&mut self, now: Instant, conn: ConnId, line: &str) {
@@ -421,10 +510,8 @@ impl Gateway {
                 self.fail(now, conn, late);
             }
             CommandState::Settled { .. } => self.fail(now, conn, SessionError::SecondCommand),
-            CommandState::Waiting { deadline } => {
-                if let Some(at) = *deadline {
-                    self.timers.cancel(at, Timer::Command(conn));
-                }
+            CommandState::Waiting => {
+                self.timers.cancel(&Timer::Command(conn));
                 match parsed {
                     Ok(command) => self.settle(now, conn, command, false),
                     Err(e) => self.fail(now, conn, e.into()),
@@ -433,40 +520,31 @@ impl Gateway {
         }
     }
 
-    /// The command is known (or the deadline passed): resolve every waiting forward.
+    /// The command is known (or the deadline passed): every waiting forward becomes an endpoint.
     fn settle(&mut self, now: Instant, conn: ConnId, command: Option<Command>, by_deadline: bool) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let pending = std::mem::take(&mut c.pending);
         c.command = CommandState::Settled {
             command: command.clone(),
             by_deadline,
         };
+        let Some(key) = c.key.clone() else {
+            return;
+        };
         if let Some(e) = c.fatal.clone() {
-            self.refuse_held(conn, pending);
             return self.fail(now, conn, e);
         }
         if command == Some(Command::Help) {
-            self.refuse_held(conn, pending);
             return self.print_help(now, conn);
         }
-        let had_forwards = !pending.is_empty() || !c.endpoints.is_empty();
-        let mut pending = pending.into_iter();
-        while let Some(forward) = pending.next() {
-            let request = forward.request;
-            let held = matches!(forward.reply, PendingReply::Held);
-            if let Err(e) = self.resolve_forward(now, conn, forward, command.as_ref()) {
-                if held {
-                    self.reply(conn, request, Reply::Refused);
-                }
-                self.refuse_held(conn, pending.collect());
-                return self.fail(now, conn, e.into());
-            }
+        if !by_deadline && self.forwards.count_of(conn) == 0 {
+            return self.fail(now, conn, SessionError::NoForwards);
         }
-        if !by_deadline && !had_forwards {
-            self.fail(now, conn, SessionError::NoForwards);
-        }
+        self.with_forwards(now, |f, fx| {
+            f.settle(fx, conn, &key, command.as_ref())
+                .map_err(|e| (conn, e))
+        });
     }
 
     /// One session channel per connection: it is where the command and its output live.
@@ -497,37 +575,41 @@ impl Gateway {
             None => return,
         };
         self.actions.push_back(Action::Exit { conn, status });
-        self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
+        self.close(conn, CLOSED_BY_SERVER.to_owned());
         self.drop_connection(now, conn);
     }
 
     fn print_help(&mut self, now: Instant, conn: ConnId) {
+        self.with_forwards(now, |f, fx| {
+            f.refuse_owed(fx, conn);
+            Ok(())
+        });
         for line in HELP.lines() {
             self.print(conn, OutputStream::Stdout, line.to_owned());
         }
         self.actions.push_back(Action::Exit { conn, status: 0 });
-        self.actions.push_back(Action::Close { conn, message: CLOSED_BY_SERVER.to_owned() });
+        self.close(conn, CLOSED_BY_SERVER.to_owned());
         self.drop_connection(now, conn);
     }
 
-    /// Ends a session with its error: one stderr line if a session can show it, an exit status,
-    /// and the connection closed. Before the command is known, the error waits for it.
-    pub(crate) fn fail(&mut self, now: Instant, conn: ConnId, error: SessionError) {
+    /// Ends a session with its error: one stderr line and an exit status if a session can show
+    /// them, else the line as the disconnect message; then the connection is closed. Before the
+    /// command is known, the error waits for it, so that the user reads it.
+    fn fail(&mut self, now: Instant, conn: ConnId, error: SessionError) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let waiting = matches!(c.command, CommandState::Waiting { .. });
-        if waiting && !matches!(c.session, Session::Open) {
+        let open = matches!(c.session, Session::Open);
+        if matches!(c.command, CommandState::Waiting) && !open {
             c.fatal.get_or_insert(error);
             return;
         }
-        // Forwards still waiting for the command are refused, not left unanswered.
-        let pending = std::mem::take(&mut c.pending);
-        let open = matches!(c.session, Session::Open);
-        self.refuse_held(conn, pending);
+        // Requests still owed an answer are refused, not left unanswered.
+        self.with_forwards(now, |f, fx| {
+            f.refuse_owed(fx, conn);
+            Ok(())
+        });
         let line = error.user_line();
-        // Without a session channel (`ssh -N`) the disconnect message is the only place OpenSSH
-        // shows it.
         let message = if open {
             self.actions.push_back(Action::Print {
                 conn,
@@ -540,66 +622,80 @@ impl Gateway {
             });
             CLOSED_BY_SERVER.to_owned()
         } else {
+            // Without a session channel (`ssh -N`) the disconnect message is the only place
+            // OpenSSH shows it.
             line
         };
-        self.actions.push_back(Action::Close { conn, message });
+        self.close(conn, message);
         self.drop_connection(now, conn);
     }
 
     /// Forgets a connection: its routes go at once, its names and ports stay reserved for its
     /// key for the grace period.
     fn drop_connection(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.remove(&conn) else {
+        if self.conns.remove(&conn).is_none() {
             return;
-        };
-        if let Some(at) = c.auth_deadline {
-            self.timers.cancel(at, Timer::Auth(conn));
         }
-        if let CommandState::Waiting { deadline: Some(at) } = c.command {
-            self.timers.cancel(at, Timer::Command(conn));
-        }
-        for forward in c.pending {
-            if let PendingReply::Sent {
-                early: Some(early), ..
-            } = forward.reply
-            {
-                self.release_early(early);
-            }
-        }
-        for endpoint in c.endpoints {
-            self.remove_endpoint(now, endpoint, Removal::ConnectionEnded);
-        }
-    }
-
-    pub(crate) fn refuse_held(&mut self, conn: ConnId, forwards: Vec<PendingForward>) {
-        for forward in forwards {
-            match forward.reply {
-                PendingReply::Held => self.reply(conn, forward.request, Reply::Refused),
-                PendingReply::Sent { early, .. } => {
-                    if let Some(early) = early {
-                        if !early.bound {
-                            self.reply(conn, forward.request, Reply::Refused);
-                        }
-                        self.release_early(early);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Drops an early listener that will not become an endpoint.
-    pub(crate) fn release_early(&mut self, early: EarlyListener) {
-        self.early_listeners.remove(&early.endpoint);
-        self.ports.release(early.port);
-        self.actions.push_back(Action::Unbind {
-            endpoint: early.endpoint,
-            port: early.port,
+        self.timers.cancel(&Timer::Auth(conn));
+        self.timers.cancel(&Timer::Command(conn));
+        self.with_forwards(now, |f, fx| {
+            f.connection_ended(fx, conn);
+            Ok(())
         });
+    }
+
+    /// Runs one step of the forwards, then what it leaves for the sessions: Forwarding lines,
+    /// takeovers told to the sessions that lost an address, and a session ended by an error.
+    fn with_forwards(
+        &mut self,
+        now: Instant,
+        step: impl FnOnce(&mut Forwards, &mut Effects<'_>) -> Result<(), (ConnId, ForwardError)>,
+    ) {
+        let mut fx = Effects {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            actions: &mut self.actions,
+            timers: &mut self.timers,
+            lines: Vec::new(),
+            taken_over: Vec::new(),
+        };
+        let result = step(&mut self.forwards, &mut fx);
+        let Effects {
+            lines, taken_over, ..
+        } = fx;
+        for (conn, line) in lines {
+            self.print(conn, OutputStream::Stdout, line);
+        }
+        for (old_conn, address) in taken_over {
+            self.taken_over(now, old_conn, &address);
+        }
+        if let Err((conn, e)) = result {
+            self.fail(now, conn, e.into());
+        }
+    }
+
+    /// The same key took `address` on another connection: the old session is told, and a
+    /// connection left with nothing to forward is closed.
+    fn taken_over(&mut self, now: Instant, old_conn: ConnId, address: &Address) {
+        let shown = match address {
+            Address::Name(n) => n.to_string(),
+            Address::Port(p) => format!("tcp port {p}"),
+        };
+        self.print(
+            old_conn,
+            OutputStream::Stderr,
+            format!("{shown} was taken over by a new connection with the same key"),
+        );
+        if self.conns.contains_key(&old_conn) && self.forwards.count_of(old_conn) == 0 {
+            self.close(old_conn, CLOSED_BY_SERVER.to_owned());
+            self.drop_connection(now, old_conn);
+        }
     }
 
     // ---- output -------------------------------------------------------------------------------
 
-    pub(crate) fn reply(&mut self, conn: ConnId, request: RequestId, reply: Reply) {
+    fn reply(&mut self, conn: ConnId, request: RequestId, reply: Reply) {
         self.actions.push_back(Action::Reply {
             conn,
             request,
@@ -607,8 +703,12 @@ impl Gateway {
         });
     }
 
+    fn close(&mut self, conn: ConnId, message: String) {
+        self.actions.push_back(Action::Close { conn, message });
+    }
+
     /// Prints a line, or keeps it until the session channel opens.
-    pub(crate) fn print(&mut self, conn: ConnId, stream: OutputStream, line: String) {
+    fn print(&mut self, conn: ConnId, stream: OutputStream, line: String) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -620,22 +720,6 @@ impl Gateway {
             Session::NotYet(_) | Session::Closed => {}
         }
     }
-
-    pub(crate) fn next_endpoint_id(&mut self) -> EndpointId {
-        self.next_endpoint += 1;
-        EndpointId::from_raw(self.next_endpoint)
-    }
-}
-
-/// Why an endpoint goes away, which decides what happens to its address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Removal {
-    /// Its connection ended: the address stays reserved for the key.
-    ConnectionEnded,
-    /// The client cancelled it, or its bind failed: the address is free again.
-    Released,
-    /// The same key took the address on another connection: the new holder has it already.
-    TakenOver,
 }
 
 /// The user-name rule: `v2` or any non-version name means our syntax; `v<digits>` otherwise is

@@ -103,9 +103,9 @@ pub enum Input {
         /// The endpoint the `Bind` named.
         endpoint: EndpointId,
     },
-    /// An HTTP request through an endpoint finished. Send it only for a route whose
-    /// [`Route::logs_requests`](crate::Route::logs_requests) is true: it becomes the session's
-    /// `--inspect` line.
+    /// An HTTP request through an endpoint finished: it becomes the session's `--inspect` line if
+    /// the endpoint asked for one. An adapter may skip sending it when
+    /// [`Route::logs_requests`](crate::Route::logs_requests) is false: nothing would come of it.
     HttpRequestCompleted {
         /// The endpoint that served it.
         endpoint: EndpointId,

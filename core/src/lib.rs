@@ -13,6 +13,7 @@ pub mod command;
 mod config;
 mod endpoints;
 mod error;
+mod forward;
 mod forwards;
 mod gateway;
 mod ids;
@@ -30,12 +31,12 @@ pub use config::{GatewayConfig, Limits};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
 pub use error::{CommandError, ForwardError, SessionError, Shown};
 pub use gateway::{Gateway, CLOSED_BY_SERVER, SYNTAX_VERSION};
-pub use visitors::{request_host, Entrance, VisitorRefusal};
 pub use ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 pub use input::Input;
 pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};
 pub use ownership::Address;
 pub use policy::basic_auth_allows;
+pub use visitors::{request_host, Entrance, VisitorRefusal};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[doc = include_str!("../../README.md")]

@@ -4,7 +4,17 @@
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 
+use crate::command::EndpointKind;
 use crate::error::ForwardError;
+
+/// The kind a forward gets when no command says (`ssh -N`, a plain `ssh -R`): remote port 80 or
+/// 443 means http, anything else tcp.
+pub(crate) fn default_kind(port: u32) -> EndpointKind {
+    match port {
+        80 | 443 => EndpointKind::Http,
+        _ => EndpointKind::Tcp,
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct TcpPortPool {
@@ -31,7 +41,18 @@ impl TcpPortPool {
         (*self.range.start(), *self.range.end())
     }
 
-    pub(crate) fn contains(&self, port: u32) -> bool {
+    /// The contract's port rule, the one place it is written: http takes remote port 80, 443 or
+    /// 0; tls 443 or 0; tcp 0 (a port from the range) or a port inside the range.
+    pub(crate) fn allows(&self, kind: EndpointKind, port: u32) -> bool {
+        match kind {
+            EndpointKind::Http => matches!(port, 0 | 80 | 443),
+            EndpointKind::Tls => matches!(port, 0 | 443),
+            EndpointKind::Tcp => port == 0 || self.in_range(port),
+        }
+    }
+
+    /// Whether `port` is inside the range (so a fixed tcp port).
+    pub(crate) fn in_range(&self, port: u32) -> bool {
         u16::try_from(port).is_ok_and(|p| self.range.contains(&p))
     }
 
@@ -71,5 +92,27 @@ impl TcpPortPool {
 
     pub(crate) fn held_count(&self) -> usize {
         self.held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_rule() {
+        let pool = TcpPortPool::new(20000..=20999);
+        let allowed = |kind| {
+            [0, 22, 80, 443, 8080, 19999, 20000, 20999, 21000]
+                .into_iter()
+                .filter(|p| pool.allows(kind, *p))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(allowed(EndpointKind::Http), [0, 80, 443]);
+        assert_eq!(allowed(EndpointKind::Tls), [0, 443]);
+        assert_eq!(allowed(EndpointKind::Tcp), [0, 20000, 20999]);
+        assert_eq!(default_kind(80), EndpointKind::Http);
+        assert_eq!(default_kind(443), EndpointKind::Http);
+        assert_eq!(default_kind(0), EndpointKind::Tcp);
     }
 }

@@ -1,51 +1,89 @@
-//! Every deadline the gateway keeps, in one ordered table.
+//! Every deadline the gateway keeps, in one table with one slot per timer (as quinn-proto's
+//! `TimerTable`): setting a timer replaces its slot, and cancelling needs only the timer, never
+//! the instant it was set for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use crate::ids::ConnId;
 use crate::ownership::Address;
 
-/// One kind of deadline.
+/// One deadline: its kind and what it is about.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
     /// The connection must authenticate by then.
     Auth(ConnId),
-    /// Forwards stop waiting for the exec command.
+    /// The connection's forwards stop waiting for the exec command.
     Command(ConnId),
-    /// A reservation ends.
+    /// A reservation of an address ends.
     Reservation(Address),
 }
 
-/// Deadlines ordered by time. Each owner remembers the instant it set, so it can cancel exactly.
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
-    entries: BTreeSet<(Instant, Timer)>,
+    slots: BTreeMap<Timer, Instant>,
+    /// The same entries ordered by deadline.
+    due: BTreeSet<(Instant, Timer)>,
 }
 
 impl TimerTable {
-    pub(crate) fn set(&mut self, at: Instant, timer: Timer) {
-        self.entries.insert((at, timer));
+    /// Arms `timer` for `at`, replacing any earlier setting of it.
+    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+        self.cancel(&timer);
+        self.due.insert((at, timer.clone()));
+        self.slots.insert(timer, at);
     }
 
-    pub(crate) fn cancel(&mut self, at: Instant, timer: Timer) {
-        self.entries.remove(&(at, timer));
-    }
-
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.entries.first().map(|(at, _)| *at)
-    }
-
-    /// Removes and returns the earliest timer due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
-        if self.next()? <= now {
-            self.entries.pop_first().map(|(_, t)| t)
-        } else {
-            None
+    /// Disarms `timer`; nothing happens if it is not set.
+    pub(crate) fn cancel(&mut self, timer: &Timer) {
+        if let Some(at) = self.slots.remove(timer) {
+            self.due.remove(&(at, timer.clone()));
         }
     }
 
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    /// Disarms and returns the earliest timer due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        if self.next()? > now {
+            return None;
+        }
+        let (_, timer) = self.due.pop_first()?;
+        self.slots.remove(&timer);
+        Some(timer)
+    }
+
     pub(crate) fn count(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn setting_a_timer_again_replaces_it_and_cancelling_needs_no_instant() {
+        let start = Instant::now();
+        let mut table = TimerTable::default();
+        let auth = Timer::Auth(ConnId::from_raw(1));
+        table.set(auth.clone(), start + Duration::from_secs(30));
+        table.set(auth.clone(), start + Duration::from_secs(5));
+        assert_eq!(table.count(), 1);
+        assert_eq!(table.next(), Some(start + Duration::from_secs(5)));
+        table.set(Timer::Command(ConnId::from_raw(1)), start + Duration::from_secs(1));
+        table.cancel(&auth);
+        assert_eq!(table.count(), 1);
+        assert_eq!(table.pop_due(start), None, "not due yet");
+        assert_eq!(
+            table.pop_due(start + Duration::from_secs(1)),
+            Some(Timer::Command(ConnId::from_raw(1)))
+        );
+        assert_eq!((table.count(), table.next()), (0, None));
     }
 }

@@ -74,9 +74,10 @@ impl VisitorRefusal {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::UnknownHost(_) | Self::NotHttp(_) | Self::UnknownPort(_) => 404,
-            Self::LocalServiceRefused | Self::TunnelTimedOut | Self::TunnelClosed | Self::NoAnswer => {
-                502
-            }
+            Self::LocalServiceRefused
+            | Self::TunnelTimedOut
+            | Self::TunnelClosed
+            | Self::NoAnswer => 502,
             Self::Busy => 503,
         }
     }

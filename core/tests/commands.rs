@@ -7,7 +7,7 @@ use harness::Harness;
 use tunnel_core::command::{
     parse_command_line, tokenize, Command, EndpointKind, HostHeader, ProxyVersion, HELP,
 };
-use tunnel_core::{basic_auth_allows, EndpointPolicy, Reply, ReplyTiming, Stream};
+use tunnel_core::{basic_auth_allows, EndpointPolicy, OutputStream, Reply};
 
 // ---- help -------------------------------------------------------------------------------------
 
@@ -20,19 +20,16 @@ fn help_prints_usage_and_exits_zero() {
         "http --help",
         "tcp --cidr-allow 10.0.0.0/8 -h",
     ] {
-        for timing in [ReplyTiming::OnResolution, ReplyTiming::Immediate] {
-            let mut h = Harness::with_timing(timing);
-            let (conn, reqs) = h.tunnel("alice", &[("localhost", 80)], line);
-            assert_eq!(h.stdout(conn).join("\n"), HELP.trim_end(), "{line}");
-            assert!(h.stderr(conn).is_empty(), "{line}: {:?}", h.stderr(conn));
-            assert_eq!(h.exit_status(conn), Some(0), "{line}");
-            assert!(h.is_closed(conn));
-            assert_eq!(h.gw.route_count(), 0, "help creates no endpoint");
-            if timing == ReplyTiming::OnResolution {
-                assert_eq!(h.reply(reqs[0]), Some(Reply::Refused));
-            }
-            h.assert_no_leaks();
-        }
+        let mut h = Harness::new();
+        let (conn, reqs) = h.tunnel("alice", &[("localhost", 80)], line);
+        // Answered before the command: a grant, whatever the command then says.
+        assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
+        assert_eq!(h.stdout(conn).join("\n"), HELP.trim_end(), "{line}");
+        assert!(h.stderr(conn).is_empty(), "{line}: {:?}", h.stderr(conn));
+        assert_eq!(h.exit_status(conn), Some(0), "{line}");
+        assert!(h.is_closed(conn));
+        assert_eq!(h.gw.route_count(), 0, "help creates no endpoint");
+        h.assert_no_leaks();
     }
 }
 
@@ -70,30 +67,25 @@ fn v2_and_login_names_speak_the_latest_syntax() {
 #[test]
 fn other_versions_are_refused_naming_v2() {
     for user in ["v9", "v1", "v3", "v10", "v02"] {
-        for timing in [ReplyTiming::OnResolution, ReplyTiming::Immediate] {
-            let mut h = Harness::with_timing(timing);
-            let conn = h.connect();
-            // The key is fine; the refusal is the session's, with a line the user can read.
-            assert!(h.auth(conn, user, "alice"));
-            let req = h.forward(conn, "app", 80);
-            // Held replies are refused with the line; an early reply is a grant so that even a
-            // client with ExitOnForwardFailure stays to read the line.
-            let expected = match timing {
-                ReplyTiming::OnResolution => Reply::Refused,
-                ReplyTiming::Immediate => Reply::Granted { port: None },
-            };
-            assert_eq!(h.reply(req), Some(expected), "{user} {timing:?}");
-            h.exec(conn, "http");
-            assert_eq!(h.stderr(conn).len(), 1);
-            let line = &h.stderr(conn)[0];
-            assert!(line.contains(&format!("\"{user}\"")), "{line}");
-            assert!(line.contains("v2"), "{line}");
-            assert!(line.contains("--help"), "{line}");
-            assert_eq!(h.exit_status(conn), Some(1));
-            assert!(h.is_closed(conn));
-            assert_eq!(h.gw.route_count(), 0);
-            h.assert_no_leaks();
-        }
+        let mut h = Harness::new();
+        let conn = h.connect();
+        // The key is fine; the refusal is the session's, with a line the user can read.
+        assert!(h.auth(conn, user, "alice"));
+        let req = h.forward(conn, "app", 80);
+        // Held replies are refused with the line; an early reply is a grant so that even a
+        // client with ExitOnForwardFailure stays to read the line.
+        let expected = Reply::Granted { port: None };
+        assert_eq!(h.reply(req), Some(expected), "{user}");
+        h.exec(conn, "http");
+        assert_eq!(h.stderr(conn).len(), 1);
+        let line = &h.stderr(conn)[0];
+        assert!(line.contains(&format!("\"{user}\"")), "{line}");
+        assert!(line.contains("v2"), "{line}");
+        assert!(line.contains("--help"), "{line}");
+        assert_eq!(h.exit_status(conn), Some(1));
+        assert!(h.is_closed(conn));
+        assert_eq!(h.gw.route_count(), 0);
+        h.assert_no_leaks();
     }
     let mut h = Harness::new();
     let conn = h.connect();
@@ -260,27 +252,23 @@ const BAD_LINES: &[(&str, &str, u32)] = &[
 
 #[test]
 fn every_bad_line_ends_the_session_with_one_line_naming_the_token() {
-    for timing in [ReplyTiming::OnResolution, ReplyTiming::Immediate] {
-        for (line, token, status) in BAD_LINES {
-            let mut h = Harness::with_timing(timing);
-            // A neighbour keeps working through it.
-            let (neighbour, _) = h.tunnel("bob", &[("neighbour", 80)], "http");
-            let (conn, reqs) = h.tunnel("alice", &[("localhost", 80)], line);
-            let err = h.stderr(conn);
-            assert_eq!(err.len(), 1, "{line}: {err:?}");
-            assert!(err[0].contains(token), "{line}: {} lacks {token}", err[0]);
-            assert!(err[0].contains("--help"), "{}", err[0]);
-            assert_eq!(h.exit_status(conn), Some(*status), "{line}");
-            assert!(h.is_closed(conn) && h.session(conn).closed_by_server);
-            assert!(h.forwarding_lines(conn).is_empty());
-            if timing == ReplyTiming::OnResolution {
-                assert_eq!(h.reply(reqs[0]), Some(Reply::Refused));
-            }
-            assert_eq!(h.routes_of(conn).len(), 0);
-            assert!(!h.is_closed(neighbour));
-            assert!(h.gw.route_by_host("neighbour.localhost").is_some());
-            h.assert_no_leaks();
-        }
+    for (line, token, status) in BAD_LINES {
+        let mut h = Harness::new();
+        // A neighbour keeps working through it.
+        let (neighbour, _) = h.tunnel("bob", &[("neighbour", 80)], "http");
+        let (conn, reqs) = h.tunnel("alice", &[("localhost", 80)], line);
+        assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
+        let err = h.stderr(conn);
+        assert_eq!(err.len(), 1, "{line}: {err:?}");
+        assert!(err[0].contains(token), "{line}: {} lacks {token}", err[0]);
+        assert!(err[0].contains("--help"), "{}", err[0]);
+        assert_eq!(h.exit_status(conn), Some(*status), "{line}");
+        assert!(h.is_closed(conn) && h.session(conn).closed_by_server);
+        assert!(h.forwarding_lines(conn).is_empty());
+        assert_eq!(h.routes_of(conn).len(), 0);
+        assert!(!h.is_closed(neighbour));
+        assert!(h.gw.route_by_host("neighbour.localhost").is_some());
+        h.assert_no_leaks();
     }
 }
 
@@ -331,7 +319,7 @@ fn error_lines_go_to_stderr_only() {
     let mut h = Harness::new();
     let mark = h.log.len();
     let (conn, _) = h.tunnel("alice", &[("localhost", 80)], "bogus");
-    let streams: Vec<Stream> = h
+    let streams: Vec<OutputStream> = h
         .actions_since(mark)
         .iter()
         .filter_map(|a| match a {
@@ -339,7 +327,7 @@ fn error_lines_go_to_stderr_only() {
             _ => None,
         })
         .collect();
-    assert_eq!(streams, [Stream::Stderr]);
+    assert_eq!(streams, [OutputStream::Stderr]);
     assert!(h.stdout(conn).is_empty());
     h.assert_no_leaks();
 }

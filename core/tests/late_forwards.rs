@@ -8,13 +8,13 @@ use std::time::Instant;
 use harness::Harness;
 use rand_chacha::rand_core::SeedableRng;
 use tunnel_core::{
-    Action, ConnId, Gateway, GatewayConfig, Input, KeyFingerprint, Reply, ReplyTiming, RequestId,
+    Action, ConnId, Gateway, GatewayConfig, Input, KeyFingerprint, Reply, RequestId,
 };
 
 #[test]
 fn immediate_a_forward_after_the_command_is_answered_at_once_with_its_port() {
     // `~C -R 0:localhost:22` after `ssh host tcp`: russh must answer inside the handler.
-    let mut h = Harness::with_timing(ReplyTiming::Immediate);
+    let mut h = Harness::new();
     let conn = h.login("alice");
     let first = h.forward(conn, "localhost", 0);
     h.exec(conn, "tcp");
@@ -43,7 +43,7 @@ fn immediate_a_forward_after_the_command_is_answered_at_once_with_its_port() {
 
 #[test]
 fn immediate_a_name_held_by_another_key_is_explained_with_the_command() {
-    let mut h = Harness::with_timing(ReplyTiming::Immediate);
+    let mut h = Harness::new();
     let (_alice, _) = h.tunnel("alice", &[("app", 80)], "http");
     let bob = h.login("bob");
     let req = h.forward(bob, "app", 443);
@@ -62,8 +62,7 @@ fn immediate_a_name_held_by_another_key_is_explained_with_the_command() {
 
 #[test]
 fn a_cancel_before_the_bind_is_answered_still_answers_the_held_forward() {
-    let mut config = GatewayConfig::new("localhost", 8080, 8443);
-    config.reply_timing = ReplyTiming::OnResolution;
+    let config = GatewayConfig::new("localhost", 8080, 8443);
     let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1));
     let mut gw = Gateway::new(config, rng);
     let now = Instant::now();
@@ -168,4 +167,96 @@ fn a_cancel_before_the_bind_is_answered_still_answers_the_held_forward() {
     assert_eq!(gw.route_count(), 1, "the first forward is untouched");
     assert_eq!(gw.endpoint_count(), 1);
     assert_eq!(gw.held_port_count(), 1);
+}
+
+#[test]
+fn a_command_before_the_early_bind_is_answered_waits_for_it() {
+    // An adapter that reads the exec while the listener of a port-0 forward is still being
+    // bound: the forward's reply is owed until the bind is answered, then it names the port and
+    // the endpoint goes live at once, with its command's kind.
+    let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    let mut gw = Gateway::new(GatewayConfig::new("localhost", 8080, 8443), rng);
+    let now = Instant::now();
+    let conn = ConnId::from_raw(1);
+    let request = RequestId::from_raw(1);
+    let drain = |gw: &mut Gateway| std::iter::from_fn(|| gw.poll_action()).collect::<Vec<_>>();
+    gw.handle(
+        now,
+        Input::ConnectionOpened {
+            conn,
+            peer: "127.0.0.1:4000".parse().unwrap(),
+        },
+    );
+    gw.handle(
+        now,
+        Input::AuthRequested {
+            conn,
+            user: "v2".into(),
+            key: KeyFingerprint::new("SHA256:k"),
+        },
+    );
+    gw.handle(
+        now,
+        Input::ForwardRequested {
+            conn,
+            request,
+            bind_address: "localhost".into(),
+            port: 0,
+        },
+    );
+    let actions = drain(&mut gw);
+    let Some(Action::Bind { endpoint, port }) = actions
+        .iter()
+        .find(|a| matches!(a, Action::Bind { .. }))
+        .cloned()
+    else {
+        panic!("a port-0 forward binds first: {actions:?}");
+    };
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Reply { .. })),
+        "{actions:?}"
+    );
+    gw.handle(now, Input::SessionRequested { conn });
+    gw.handle(
+        now,
+        Input::ExecRequested {
+            conn,
+            command: "tcp".into(),
+        },
+    );
+    let actions = drain(&mut gw);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Reply { .. } | Action::RouteAdded(_))),
+        "{actions:?}"
+    );
+    gw.handle(now, Input::Bound { endpoint });
+    let actions = drain(&mut gw);
+    let replies: Vec<Reply> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply { reply, .. } => Some(*reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        [Reply::Granted {
+            port: Some(u32::from(port))
+        }]
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::RouteAdded(r) if r.endpoint == endpoint)),
+        "{actions:?}"
+    );
+    assert_eq!(gw.route_by_port(port).map(|r| r.conn), Some(conn));
+    gw.handle(now, Input::ConnectionClosed { conn });
+    let actions = drain(&mut gw);
+    assert!(
+        actions.contains(&Action::Unbind { endpoint, port }),
+        "{actions:?}"
+    );
 }

@@ -141,11 +141,7 @@ fn forwarding_lines() {
 fn forwarding_lines_on_default_ports_omit_the_port() {
     // Public ports 80/443, as behind a real deployment.
     let mut h = Harness::builder()
-        .configure(|c| {
-            c.domain = "tunnel.example.com".into();
-            c.http_port = 80;
-            c.https_port = 443;
-        })
+        .server("tunnel.example.com", 80, 443)
         .build();
     let (conn, _) = h.tunnel("alice", &[("app", 80), ("app2", 443), ("", 0)], "http");
     let (tls, _) = h.tunnel("alice", &[("sec", 443)], "tls");
@@ -159,7 +155,7 @@ fn forwarding_lines_on_default_ports_omit_the_port() {
     Forwarding https://app2.tunnel.example.com -> app2:443
     Forwarding http://hqw5nflc.tunnel.example.com -> :0
     Forwarding tls://sec.tunnel.example.com -> sec:443
-    Forwarding tcp://tunnel.example.com:20000 -> localhost:0
+    Forwarding tcp://tunnel.example.com:20001 -> localhost:0
     ");
     h.assert_no_leaks();
 }

@@ -92,7 +92,7 @@ fn invalid_names_are_refused_naming_the_rule() {
         );
         let mut h = Harness::new();
         let (conn, reqs) = h.tunnel("alice", &[(bind, 80)], "http");
-        assert_eq!(h.reply(reqs[0]), Some(Reply::Refused));
+        assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
         assert_eq!(h.stderr(conn).len(), 1);
         assert!(h.stderr(conn)[0].contains(reason), "{}", h.stderr(conn)[0]);
         assert!(h.stderr(conn)[0].contains("--help"));
@@ -132,7 +132,7 @@ fn tls_needs_a_name() {
     for bind in ["", "localhost"] {
         let mut h = Harness::new();
         let (conn, reqs) = h.tunnel("alice", &[(bind, 443)], "tls");
-        assert_eq!(h.reply(reqs[0]), Some(Reply::Refused));
+        assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
         assert_eq!(
             h.stderr(conn),
             ["error: a tls endpoint needs a name: use -R NAME:443:LHOST:LPORT (see --help: ssh HOST help)"]
@@ -247,7 +247,7 @@ fn a_broken_rng_gives_a_clear_error_not_a_hang() {
         .build();
     let (_, _) = h.tunnel("alice", &[("localhost", 80)], "http");
     let (conn, reqs) = h.tunnel("bob", &[("localhost", 80)], "http");
-    assert_eq!(h.reply(reqs[0]), Some(Reply::Refused));
+    assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
     assert_eq!(
         h.stderr(conn),
         ["error: could not pick a free random name; try again (see --help: ssh HOST help)"]

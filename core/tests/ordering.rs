@@ -1,23 +1,26 @@
 //! The ordering rule: stock OpenSSH sends every `tcpip-forward` before the exec that says what
-//! the forwards are for. Replies are held until the command is known (`OnResolution`) or sent at
-//! once with what the port alone allows (`Immediate`).
+//! the forwards are for. Replies are sent at once with what the port alone allows; the command
+//! then settles what each forward is, or ends the session with the reason.
 
 mod harness;
 
 use std::time::Duration;
 
-use harness::{Harness, HTTP_PORT};
+use harness::Harness;
 use tunnel_core::command::EndpointKind;
-use tunnel_core::{Address, Reply, ReplyTiming};
+use tunnel_core::Reply;
 
 #[test]
-fn on_resolution_holds_replies_until_the_exec() {
+fn replies_come_at_once_and_nothing_is_routed_before_the_command() {
     let mut h = Harness::new();
     let conn = h.login("alice");
     let web = h.forward(conn, "localhost", 80);
     let db = h.forward(conn, "localhost", 0);
-    assert_eq!(h.reply(web), None, "held until the command is known");
-    assert_eq!(h.reply(db), None);
+    assert_eq!(h.reply(web), Some(Reply::Granted { port: None }));
+    assert!(matches!(
+        h.reply(db),
+        Some(Reply::Granted { port: Some(_) })
+    ));
     assert_eq!(
         h.gw.route_count(),
         0,
@@ -25,49 +28,32 @@ fn on_resolution_holds_replies_until_the_exec() {
     );
 
     h.exec(conn, "tcp");
-    // tcp refuses port 80: the whole session fails, so nothing is granted.
-    assert_eq!(h.reply(web), Some(Reply::Refused));
-    assert_eq!(h.reply(db), Some(Reply::Refused));
+    // tcp refuses port 80: the whole session fails with the reason.
+    assert_eq!(h.stderr(conn).len(), 1, "{:?}", h.stderr(conn));
+    assert!(h.stderr(conn)[0].contains("remote port 80"));
     assert_eq!(h.exit_status(conn), Some(1));
     assert!(h.is_closed(conn));
+    assert_eq!(h.gw.route_count(), 0);
     h.assert_no_leaks();
 }
 
 #[test]
-fn on_resolution_answers_with_the_command_kind() {
-    let mut h = Harness::new();
-    let conn = h.login("alice");
-    let req = h.forward(conn, "localhost", 0);
-    h.exec(conn, "http");
-    // http on port 0: the client is told the http listener's port.
-    assert_eq!(
-        h.reply(req),
-        Some(Reply::Granted {
-            port: Some(u32::from(HTTP_PORT))
-        })
-    );
-    let route = &h.routes_of(conn)[0];
-    assert_eq!(route.policy.kind(), EndpointKind::Http);
-    assert_eq!(route.target.port, u32::from(HTTP_PORT));
-    assert!(matches!(route.address, Address::Name(_)));
-    h.assert_no_leaks();
-}
-
-#[test]
-fn on_resolution_deadline_lets_the_port_decide() {
+fn the_deadline_lets_the_port_decide() {
     let mut h = Harness::new();
     // ssh -N: forwards, then nothing.
     let conn = h.login("alice");
-    let web = h.forward(conn, "localhost", 80);
-    let tls = h.forward(conn, "localhost", 443);
+    h.forward(conn, "localhost", 80);
+    h.forward(conn, "localhost", 443);
     let db = h.forward(conn, "localhost", 0);
-    let deadline = h.config().command_deadline;
+    let deadline = h.config().command_deadline();
     h.advance(deadline - Duration::from_millis(1));
-    assert_eq!(h.reply(web), None, "still waiting just before the deadline");
+    assert_eq!(
+        h.gw.route_count(),
+        0,
+        "still waiting just before the deadline"
+    );
     h.advance(Duration::from_millis(1));
 
-    assert_eq!(h.reply(web), Some(Reply::Granted { port: None }));
-    assert_eq!(h.reply(tls), Some(Reply::Granted { port: None }));
     let tcp_port = h.port_of(conn);
     assert_eq!(
         h.reply(db),
@@ -86,7 +72,7 @@ fn on_resolution_deadline_lets_the_port_decide() {
 
 #[test]
 fn immediate_answers_at_once_and_port_zero_gets_a_tcp_port() {
-    let mut h = Harness::with_timing(ReplyTiming::Immediate);
+    let mut h = Harness::new();
     let conn = h.login("alice");
     let web = h.forward(conn, "localhost", 80);
     let db = h.forward(conn, "localhost", 0);
@@ -95,7 +81,7 @@ fn immediate_answers_at_once_and_port_zero_gets_a_tcp_port() {
     let Some(Reply::Granted { port: Some(port) }) = h.reply(db) else {
         panic!("port 0 is answered with a port: {:?}", h.reply(db));
     };
-    assert!(h.config().tcp_ports.contains(&(port as u16)));
+    assert!(h.config().tcp_ports().contains(&(port as u16)));
     // No command accepts 22, but the grant lets the client stay to read why.
     assert_eq!(h.reply(bad), Some(Reply::Granted { port: None }));
     assert_eq!(h.gw.route_count(), 0, "routes wait for the command");
@@ -110,7 +96,7 @@ fn immediate_answers_at_once_and_port_zero_gets_a_tcp_port() {
 
 #[test]
 fn immediate_port_zero_keeps_the_announced_port_when_the_command_says_http() {
-    let mut h = Harness::with_timing(ReplyTiming::Immediate);
+    let mut h = Harness::new();
     let conn = h.login("alice");
     let req = h.forward(conn, "localhost", 0);
     let Some(Reply::Granted { port: Some(told) }) = h.reply(req) else {
@@ -137,13 +123,13 @@ fn immediate_port_zero_keeps_the_announced_port_when_the_command_says_http() {
 
 #[test]
 fn immediate_deadline_turns_port_zero_into_the_announced_tcp_port() {
-    let mut h = Harness::with_timing(ReplyTiming::Immediate);
+    let mut h = Harness::new();
     let conn = h.login("alice");
     let req = h.forward(conn, "localhost", 0);
     let Some(Reply::Granted { port: Some(told) }) = h.reply(req) else {
         panic!("granted with a port");
     };
-    h.advance(h.config().command_deadline);
+    h.advance(h.config().command_deadline());
     assert_eq!(u32::from(h.port_of(conn)), told);
     assert_eq!(
         h.forwarding_lines(conn),
@@ -155,21 +141,16 @@ fn immediate_deadline_turns_port_zero_into_the_announced_tcp_port() {
 
 #[test]
 fn refused_forward_fails_the_session_in_both_modes() {
-    for timing in [ReplyTiming::OnResolution, ReplyTiming::Immediate] {
-        let mut h = Harness::with_timing(timing);
-        let (conn, reqs) = h.tunnel("alice", &[("localhost", 8080)], "http");
-        let expected = match timing {
-            ReplyTiming::OnResolution => Reply::Refused,
-            ReplyTiming::Immediate => Reply::Granted { port: None },
-        };
-        assert_eq!(h.reply(reqs[0]), Some(expected), "{timing:?}");
-        assert_eq!(h.stderr(conn).len(), 1, "{timing:?}");
-        assert!(h.stderr(conn)[0].contains("8080"));
-        assert!(h.stderr(conn)[0].contains("--help"));
-        assert_ne!(h.exit_status(conn), Some(0));
-        assert!(h.is_closed(conn));
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (conn, reqs) = h.tunnel("alice", &[("localhost", 8080)], "http");
+    let expected = Reply::Granted { port: None };
+    assert_eq!(h.reply(reqs[0]), Some(expected));
+    assert_eq!(h.stderr(conn).len(), 1);
+    assert!(h.stderr(conn)[0].contains("8080"));
+    assert!(h.stderr(conn)[0].contains("--help"));
+    assert_ne!(h.exit_status(conn), Some(0));
+    assert!(h.is_closed(conn));
+    h.assert_no_leaks();
 }
 
 #[test]
@@ -194,7 +175,7 @@ fn lines_queued_before_the_session_opens_are_shown_when_it_does() {
     let mut h = Harness::new();
     let conn = h.login("alice");
     h.forward(conn, "app", 80);
-    h.advance(h.config().command_deadline);
+    h.advance(h.config().command_deadline());
     assert!(h.stdout(conn).is_empty());
     h.shell(conn);
     insta::assert_snapshot!(h.stdout(conn).join("\n"), @"Forwarding http://app.localhost:8080 -> app:80");
@@ -207,7 +188,7 @@ fn command_after_the_deadline_is_refused() {
     let mut h = Harness::new();
     let conn = h.login("alice");
     h.forward(conn, "app", 80);
-    h.advance(h.config().command_deadline);
+    h.advance(h.config().command_deadline());
     assert_eq!(h.gw.route_count(), 1);
     h.exec(conn, "http --basic-auth a:b");
     assert_eq!(h.stderr(conn).len(), 1);
@@ -223,22 +204,16 @@ fn command_after_the_deadline_is_refused() {
 
 #[test]
 fn forward_after_the_command_is_resolved_at_once() {
-    for timing in [ReplyTiming::OnResolution, ReplyTiming::Immediate] {
-        let mut h = Harness::with_timing(timing);
-        let (conn, _) = h.tunnel("alice", &[("one", 80)], "http");
-        let late = h.forward(conn, "two", 80);
-        assert_eq!(
-            h.reply(late),
-            Some(Reply::Granted { port: None }),
-            "{timing:?}"
-        );
-        assert_eq!(h.routes_of(conn).len(), 2);
-        assert_eq!(
-            h.forwarding_lines(conn).last().copied(),
-            Some("Forwarding http://two.localhost:8080 -> two:80")
-        );
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (conn, _) = h.tunnel("alice", &[("one", 80)], "http");
+    let late = h.forward(conn, "two", 80);
+    assert_eq!(h.reply(late), Some(Reply::Granted { port: None }));
+    assert_eq!(h.routes_of(conn).len(), 2);
+    assert_eq!(
+        h.forwarding_lines(conn).last().copied(),
+        Some("Forwarding http://two.localhost:8080 -> two:80")
+    );
+    h.assert_no_leaks();
 }
 
 #[test]
@@ -288,7 +263,7 @@ fn inspect_false_prints_no_request_lines() {
 fn immediate_a_forward_refused_early_never_becomes_an_endpoint() {
     // The port is taken when bob asks, free again when his command arrives: the answer was
     // settled when he asked (granted only so that he stays to read why), so no route appears.
-    let mut h = Harness::with_timing(ReplyTiming::Immediate);
+    let mut h = Harness::new();
     let (alice, _) = h.tunnel("alice", &[("localhost", 20001)], "tcp");
     let bob = h.login("bob");
     let req = h.forward(bob, "localhost", 20001);

@@ -6,70 +6,55 @@ mod harness;
 use std::time::Duration;
 
 use harness::{key, Harness};
-use tunnel_core::{Action, Reply, ReplyTiming};
-
-const TIMINGS: [ReplyTiming; 2] = [ReplyTiming::OnResolution, ReplyTiming::Immediate];
-
-/// The reply to a port-80 forward whose name is refused: `Immediate` answers by the port alone
-/// (80 is always http's), so only the session's error line and exit tell the user.
-fn early_or_refused(timing: ReplyTiming) -> Reply {
-    match timing {
-        ReplyTiming::OnResolution => Reply::Refused,
-        ReplyTiming::Immediate => Reply::Granted { port: None },
-    }
-}
+use tunnel_core::{Action, Reply};
 
 #[test]
 fn a_name_held_by_another_key_is_taken() {
-    for timing in TIMINGS {
-        let mut h = Harness::with_timing(timing);
-        let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
-        let (bob, reqs) = h.tunnel("bob", &[("app", 80)], "http");
-        assert_eq!(h.reply(reqs[0]), Some(early_or_refused(timing)));
-        assert_eq!(
-            h.stderr(bob),
-            ["error: name app.localhost is taken (see --help: ssh HOST help)"]
-        );
-        assert_eq!(h.exit_status(bob), Some(1));
-        // Alice is untouched, and http and tls share one name space.
-        assert_eq!(
-            h.gw.route_by_host("app.localhost").map(|r| r.conn),
-            Some(alice)
-        );
-        assert!(h.stderr(alice).is_empty());
-        let (carol, _) = h.tunnel("carol", &[("app", 443)], "tls");
-        assert!(h.stderr(carol)[0].contains("is taken"));
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
+    let (bob, reqs) = h.tunnel("bob", &[("app", 80)], "http");
+    assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
+    assert_eq!(
+        h.stderr(bob),
+        ["error: name app.localhost is taken (see --help: ssh HOST help)"]
+    );
+    assert_eq!(h.exit_status(bob), Some(1));
+    // Alice is untouched, and http and tls share one name space.
+    assert_eq!(
+        h.gw.route_by_host("app.localhost").map(|r| r.conn),
+        Some(alice)
+    );
+    assert!(h.stderr(alice).is_empty());
+    let (carol, _) = h.tunnel("carol", &[("app", 443)], "tls");
+    assert!(h.stderr(carol)[0].contains("is taken"));
+    h.assert_no_leaks();
 }
 
 #[test]
 fn the_same_key_takes_a_name_over() {
-    for timing in TIMINGS {
-        let mut h = Harness::with_timing(timing);
-        let (old, _) = h.tunnel("alice", &[("app", 80), ("other", 80)], "http");
-        let (new, reqs) = h.tunnel("alice", &[("app", 80)], "http");
-        assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
-        assert_eq!(
-            h.forwarding_lines(new),
-            ["Forwarding http://app.localhost:8080 -> app:80"]
-        );
-        assert_eq!(
-            h.gw.route_by_host("app.localhost").map(|r| r.conn),
-            Some(new)
-        );
-        assert_eq!(
-            h.stderr(old),
-            ["app.localhost was taken over by a new connection with the same key"]
-        );
-        // The old connection keeps its other endpoint.
-        assert!(!h.is_closed(old));
-        assert_eq!(
-            h.gw.route_by_host("other.localhost").map(|r| r.conn),
-            Some(old)
-        );
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (old, _) = h.tunnel("alice", &[("app", 80), ("other", 80)], "http");
+    let (new, reqs) = h.tunnel("alice", &[("app", 80)], "http");
+    assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
+    assert_eq!(
+        h.forwarding_lines(new),
+        ["Forwarding http://app.localhost:8080 -> app:80"]
+    );
+    assert_eq!(
+        h.gw.route_by_host("app.localhost").map(|r| r.conn),
+        Some(new)
+    );
+    assert_eq!(
+        h.stderr(old),
+        ["app.localhost was taken over by a new connection with the same key"]
+    );
+    // The old connection keeps its other endpoint.
+    assert!(!h.is_closed(old));
+    assert_eq!(
+        h.gw.route_by_host("other.localhost").map(|r| r.conn),
+        Some(old)
+    );
+    h.assert_no_leaks();
 }
 
 #[test]
@@ -90,53 +75,46 @@ fn a_connection_left_with_nothing_after_a_takeover_is_closed() {
 
 #[test]
 fn the_same_key_takes_a_tcp_port_over() {
-    for timing in TIMINGS {
-        let mut h = Harness::with_timing(timing);
-        let (old, _) = h.tunnel("alice", &[("localhost", 20020)], "tcp");
-        let mark = h.log.len();
-        let (new, _) = h.tunnel("alice", &[("localhost", 20020)], "tcp");
-        assert_eq!(h.gw.route_by_port(20020).map(|r| r.conn), Some(new));
-        assert!(h.is_closed(old));
-        assert_eq!(
-            h.stderr(old),
-            ["tcp port 20020 was taken over by a new connection with the same key"]
-        );
-        // The old listener goes before the new one binds the same port.
-        let actions = h.actions_since(mark);
-        let unbind = actions
-            .iter()
-            .position(|a| matches!(a, Action::Unbind { port: 20020, .. }));
-        let bind = actions
-            .iter()
-            .position(|a| matches!(a, Action::Bind { port: 20020, .. }));
-        assert!(unbind.unwrap() < bind.unwrap());
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (old, _) = h.tunnel("alice", &[("localhost", 20020)], "tcp");
+    let mark = h.log.len();
+    let (new, _) = h.tunnel("alice", &[("localhost", 20020)], "tcp");
+    assert_eq!(h.gw.route_by_port(20020).map(|r| r.conn), Some(new));
+    assert!(h.is_closed(old));
+    assert_eq!(
+        h.stderr(old),
+        ["tcp port 20020 was taken over by a new connection with the same key"]
+    );
+    // The old listener goes before the new one binds the same port.
+    let actions = h.actions_since(mark);
+    let unbind = actions
+        .iter()
+        .position(|a| matches!(a, Action::Unbind { port: 20020, .. }));
+    let bind = actions
+        .iter()
+        .position(|a| matches!(a, Action::Bind { port: 20020, .. }));
+    assert!(unbind.unwrap() < bind.unwrap());
+    h.assert_no_leaks();
 }
 
 #[test]
 fn one_connection_asking_twice_for_one_name_does_not_take_it_from_itself() {
-    for timing in TIMINGS {
-        for (a, b) in [
-            (("app", 80), ("app.localhost", 80)),
-            (("app", 80), ("app", 443)),
-            (("localhost", 20030), ("0.0.0.0", 20030)),
-        ] {
-            let mut h = Harness::with_timing(timing);
-            let (conn, reqs) = h.tunnel("alice", &[a, b], "");
-            let what = format!("{a:?} {b:?} {timing:?}");
-            assert_eq!(h.stderr(conn).len(), 1, "{what}: {:?}", h.stderr(conn));
-            assert!(
-                h.stderr(conn)[0].contains("already requested on this connection"),
-                "{what}: {}",
-                h.stderr(conn)[0]
-            );
-            assert_ne!(h.exit_status(conn), Some(0));
-            if timing == ReplyTiming::OnResolution {
-                assert_eq!(h.reply(reqs[1]), Some(Reply::Refused), "{what}");
-            }
-            h.assert_no_leaks();
-        }
+    for (a, b) in [
+        (("app", 80), ("app.localhost", 80)),
+        (("app", 80), ("app", 443)),
+        (("localhost", 20030), ("0.0.0.0", 20030)),
+    ] {
+        let mut h = Harness::new();
+        let (conn, _) = h.tunnel("alice", &[a, b], "");
+        let what = format!("{a:?} {b:?}");
+        assert_eq!(h.stderr(conn).len(), 1, "{what}: {:?}", h.stderr(conn));
+        assert!(
+            h.stderr(conn)[0].contains("already requested on this connection"),
+            "{what}: {}",
+            h.stderr(conn)[0]
+        );
+        assert_ne!(h.exit_status(conn), Some(0));
+        h.assert_no_leaks();
     }
 }
 
@@ -154,42 +132,40 @@ fn the_same_forward_twice_on_one_connection_is_a_duplicate() {
 
 #[test]
 fn a_name_is_reserved_for_its_key_for_the_grace_period() {
-    for timing in TIMINGS {
-        let mut h = Harness::with_timing(timing);
-        let grace = h.config().name_grace;
-        let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
-        h.close(alice);
-        assert_eq!(h.gw.route_by_host("app.localhost"), None, "gone at once");
-        assert_eq!(h.gw.reservation_count(), 1);
-        let held: Vec<_> =
-            h.gw.holders()
-                .map(|(_, k, live)| (k.clone(), live))
-                .collect();
-        assert_eq!(held, [(key("alice"), false)]);
+    let mut h = Harness::new();
+    let grace = h.config().name_grace();
+    let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
+    h.close(alice);
+    assert_eq!(h.gw.route_by_host("app.localhost"), None, "gone at once");
+    assert_eq!(h.gw.reservation_count(), 1);
+    let held: Vec<_> =
+        h.gw.holders()
+            .map(|(_, k, live)| (k.clone(), live))
+            .collect();
+    assert_eq!(held, [(key("alice"), false)]);
 
-        h.advance(grace - Duration::from_secs(1));
-        let (bob, reqs) = h.tunnel("bob", &[("app", 80)], "http");
-        assert_eq!(h.reply(reqs[0]), Some(early_or_refused(timing)));
-        assert_eq!(
-            h.stderr(bob),
-            ["error: name app.localhost is reserved for its previous owner (see --help: ssh HOST help)"]
-        );
+    h.advance(grace - Duration::from_secs(1));
+    let (bob, reqs) = h.tunnel("bob", &[("app", 80)], "http");
+    assert_eq!(h.reply(reqs[0]), Some(Reply::Granted { port: None }));
+    assert_eq!(
+        h.stderr(bob),
+        ["error: name app.localhost is reserved for its previous owner (see --help: ssh HOST help)"]
+    );
 
-        // The same key gets it back, with no timer left behind.
-        let (back, _) = h.tunnel("alice", &[("app", 80)], "http");
-        assert_eq!(
-            h.gw.route_by_host("app.localhost").map(|r| r.conn),
-            Some(back)
-        );
-        assert_eq!(h.gw.reservation_count(), 0);
-        h.assert_no_leaks();
-    }
+    // The same key gets it back, with no timer left behind.
+    let (back, _) = h.tunnel("alice", &[("app", 80)], "http");
+    assert_eq!(
+        h.gw.route_by_host("app.localhost").map(|r| r.conn),
+        Some(back)
+    );
+    assert_eq!(h.gw.reservation_count(), 0);
+    h.assert_no_leaks();
 }
 
 #[test]
 fn a_reservation_expires_after_the_grace_period() {
     let mut h = Harness::new();
-    let grace = h.config().name_grace;
+    let grace = h.config().name_grace();
     let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
     h.close(alice);
     h.advance(grace);
@@ -218,18 +194,16 @@ fn grace_zero_turns_reservation_off() {
 
 #[test]
 fn a_reconnect_gets_the_same_random_name_back() {
-    for timing in TIMINGS {
-        let mut h = Harness::with_timing(timing);
-        let (first, _) = h.tunnel("alice", &[("localhost", 80)], "http");
-        let name = h.host_of(first);
-        h.close(first);
-        h.advance(Duration::from_secs(30));
-        // autossh: same key, same -R.
-        let (again, _) = h.tunnel("alice", &[("localhost", 80)], "http");
-        assert_eq!(h.host_of(again), name, "{timing:?}");
-        assert_eq!(h.gw.reservation_count(), 0);
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (first, _) = h.tunnel("alice", &[("localhost", 80)], "http");
+    let name = h.host_of(first);
+    h.close(first);
+    h.advance(Duration::from_secs(30));
+    // autossh: same key, same -R.
+    let (again, _) = h.tunnel("alice", &[("localhost", 80)], "http");
+    assert_eq!(h.host_of(again), name);
+    assert_eq!(h.gw.reservation_count(), 0);
+    h.assert_no_leaks();
 }
 
 #[test]
@@ -256,7 +230,7 @@ fn after_the_grace_a_reconnect_gets_a_new_random_name() {
     let (first, _) = h.tunnel("alice", &[("localhost", 80)], "http");
     let name = h.host_of(first);
     h.close(first);
-    h.advance(h.config().name_grace);
+    h.advance(h.config().name_grace());
     let (again, _) = h.tunnel("alice", &[("localhost", 80)], "http");
     assert_ne!(h.host_of(again), name);
     h.assert_no_leaks();
@@ -264,47 +238,40 @@ fn after_the_grace_a_reconnect_gets_a_new_random_name() {
 
 #[test]
 fn a_reconnect_gets_the_same_tcp_port_back() {
-    for timing in TIMINGS {
-        let mut h = Harness::with_timing(timing);
-        let (first, _) = h.tunnel("alice", &[("localhost", 0)], "tcp");
-        let port = h.port_of(first);
-        h.close(first);
-        // Someone else asking for any port does not get it.
-        let (bob, _) = h.tunnel("bob", &[("localhost", 0)], "tcp");
-        assert_ne!(h.port_of(bob), port);
-        let (again, reqs) = h.tunnel("alice", &[("localhost", 0)], "tcp");
-        assert_eq!(h.port_of(again), port, "{timing:?}");
-        assert_eq!(
-            h.reply(reqs[0]),
-            Some(Reply::Granted {
-                port: Some(u32::from(port))
-            })
-        );
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (first, _) = h.tunnel("alice", &[("localhost", 0)], "tcp");
+    let port = h.port_of(first);
+    h.close(first);
+    // Someone else asking for any port does not get it.
+    let (bob, _) = h.tunnel("bob", &[("localhost", 0)], "tcp");
+    assert_ne!(h.port_of(bob), port);
+    let (again, reqs) = h.tunnel("alice", &[("localhost", 0)], "tcp");
+    assert_eq!(h.port_of(again), port);
+    assert_eq!(
+        h.reply(reqs[0]),
+        Some(Reply::Granted {
+            port: Some(u32::from(port))
+        })
+    );
+    h.assert_no_leaks();
 }
 
 #[test]
 fn a_reserved_fixed_tcp_port_is_refused_to_another_key() {
-    for timing in TIMINGS {
-        let mut h = Harness::with_timing(timing);
-        let (alice, _) = h.tunnel("alice", &[("localhost", 20050)], "tcp");
-        h.close(alice);
-        assert!(h.bound_ports().is_empty(), "the listener goes at once");
-        let (bob, reqs) = h.tunnel("bob", &[("localhost", 20050)], "tcp");
-        let expected = match timing {
-            ReplyTiming::OnResolution => Reply::Refused,
-            ReplyTiming::Immediate => Reply::Granted { port: None },
-        };
-        assert_eq!(h.reply(reqs[0]), Some(expected), "{timing:?}");
-        assert_eq!(
-            h.stderr(bob),
-            ["error: tcp port 20050 is reserved for its previous owner (see --help: ssh HOST help)"]
-        );
-        let (back, _) = h.tunnel("alice", &[("localhost", 20050)], "tcp");
-        assert_eq!(h.port_of(back), 20050);
-        h.assert_no_leaks();
-    }
+    let mut h = Harness::new();
+    let (alice, _) = h.tunnel("alice", &[("localhost", 20050)], "tcp");
+    h.close(alice);
+    assert!(h.bound_ports().is_empty(), "the listener goes at once");
+    let (bob, reqs) = h.tunnel("bob", &[("localhost", 20050)], "tcp");
+    let expected = Reply::Granted { port: None };
+    assert_eq!(h.reply(reqs[0]), Some(expected));
+    assert_eq!(
+        h.stderr(bob),
+        ["error: tcp port 20050 is reserved for its previous owner (see --help: ssh HOST help)"]
+    );
+    let (back, _) = h.tunnel("alice", &[("localhost", 20050)], "tcp");
+    assert_eq!(h.port_of(back), 20050);
+    h.assert_no_leaks();
 }
 
 #[test]

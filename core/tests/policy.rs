@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use harness::Harness;
 use ipnet::IpNet;
-use tunnel_core::basic_auth_allows;
 use tunnel_core::command::{parse_command_line, AccessRules, Command, Credentials, HostHeader};
+use tunnel_core::{basic_auth_allows, VisitorRefusal};
 
 fn rules(allow: &[&str], deny: &[&str]) -> AccessRules {
     let nets = |v: &[&str]| v.iter().map(|s| s.parse::<IpNet>().unwrap()).collect();
@@ -103,9 +103,15 @@ fn route_allows_follows_the_command_flags() {
         "tcp --cidr-allow 203.0.113.0/24 --cidr-deny 203.0.113.9",
     );
     let route = &h.routes_of(conn)[0];
-    assert!(route.allows(ip("203.0.113.8")));
-    assert!(!route.allows(ip("203.0.113.9")));
-    assert!(!route.allows(ip("198.51.100.1")));
+    assert_eq!(route.admit_connection(ip("203.0.113.8")), Ok(()));
+    assert_eq!(
+        route.admit_connection(ip("203.0.113.9")),
+        Err(VisitorRefusal::Forbidden)
+    );
+    assert_eq!(
+        route.admit_connection(ip("198.51.100.1")),
+        Err(VisitorRefusal::Forbidden)
+    );
     h.assert_no_leaks();
 }
 

@@ -13,7 +13,7 @@ use tunnel_core::command::{
     parse_command_line, quote, render, tokenize, AccessRules, Command, Credentials, HeaderEdits,
     HeaderName, HostHeader, HttpOptions, ProxyVersion, StreamOptions,
 };
-use tunnel_core::{basic_auth_allows, normalize_host, requested_name, Limits, ReplyTiming};
+use tunnel_core::{basic_auth_allows, normalize_host, requested_name, Limits};
 
 // ---- typed commands ---------------------------------------------------------------------------
 
@@ -321,21 +321,20 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn sequence_harness(timing: ReplyTiming, seed: u64) -> Harness {
+fn sequence_harness(seed: u64) -> Harness {
     Harness::builder()
-        .reply_timing(timing)
         .seed(seed)
         .tcp_ports(30000..=30003)
         .name_grace(Duration::from_secs(60))
         .command_deadline(Duration::from_secs(1))
         .auth_timeout(Duration::from_secs(30))
-        .limits(Limits {
-            endpoints_per_connection: 3,
-            connections_per_key: 3,
-            unauthenticated_per_ip: 2,
-            bind_attempts: 3,
-            ..Limits::default()
-        })
+        .limits(
+            Limits::default()
+                .with_endpoints_per_connection(3)
+                .with_connections_per_key(3)
+                .with_unauthenticated_per_ip(2)
+                .with_bind_attempts(3),
+        )
         .build()
 }
 
@@ -429,23 +428,15 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn timing() -> impl Strategy<Value = ReplyTiming> {
-    prop_oneof![
-        Just(ReplyTiming::OnResolution),
-        Just(ReplyTiming::Immediate)
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn random_inputs_keep_the_invariants(
-        timing in timing(),
         seed in any::<u64>(),
         ops in prop::collection::vec(op(), 1..80),
     ) {
-        let mut h = sequence_harness(timing, seed);
+        let mut h = sequence_harness(seed);
         let mut conns = Vec::new();
         for op in &ops {
             run(&mut h, &mut conns, op);
@@ -462,7 +453,6 @@ proptest! {
 
     #[test]
     fn random_tunnels_keep_the_invariants(
-        timing in timing(),
         seed in any::<u64>(),
         tunnels in prop::collection::vec(
             (
@@ -475,7 +465,7 @@ proptest! {
             1..25,
         ),
     ) {
-        let mut h = sequence_harness(timing, seed);
+        let mut h = sequence_harness(seed);
         let mut open = Vec::new();
         for (key, forwards, line, close_one, step) in tunnels {
             let forwards: Vec<(&str, u32)> =
@@ -500,9 +490,9 @@ fn hostile_bind_addresses_and_commands_never_panic_the_gateway() {
     let mut runner = proptest::test_runner::TestRunner::default();
     runner
         .run(
-            &(hostile_text(), hostile_text(), any::<u32>(), timing()),
-            |(bind, line, port, timing)| {
-                let mut h = Harness::with_timing(timing);
+            &(hostile_text(), hostile_text(), any::<u32>()),
+            |(bind, line, port)| {
+                let mut h = Harness::new();
                 let (conn, reqs) = h.tunnel("alice", &[(&bind, port)], &line);
                 h.check_invariants();
                 if h.is_closed(conn) && h.reply(reqs[0]).is_none() {

@@ -18,7 +18,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tunnel_core::{
     Action, Address, ConnId, EndpointId, Gateway, GatewayConfig, Input, KeyFingerprint, Limits,
-    Reply, ReplyTiming, RequestId, Route, Stream,
+    OutputStream, Reply, RequestId, Route, CLOSED_BY_SERVER,
 };
 
 /// Domain and public ports of the contract's dev server.
@@ -35,7 +35,7 @@ pub fn key(name: &str) -> KeyFingerprint {
     KeyFingerprint::new(format!("SHA256:{name}"))
 }
 
-/// Builds a [`Harness`]; starts from the contract's dev defaults with `OnResolution` replies.
+/// Builds a [`Harness`]; starts from the contract's dev defaults.
 pub struct HarnessBuilder {
     config: GatewayConfig,
     rng: Option<Box<dyn RngCore + Send>>,
@@ -43,44 +43,46 @@ pub struct HarnessBuilder {
 }
 
 impl HarnessBuilder {
-    pub fn reply_timing(mut self, timing: ReplyTiming) -> Self {
-        self.config.reply_timing = timing;
-        self
-    }
-
     pub fn name_grace(mut self, grace: Duration) -> Self {
-        self.config.name_grace = grace;
+        self.config = self.config.with_name_grace(grace);
         self
     }
 
     pub fn command_deadline(mut self, deadline: Duration) -> Self {
-        self.config.command_deadline = deadline;
+        self.config = self.config.with_command_deadline(deadline);
         self
     }
 
     pub fn auth_timeout(mut self, timeout: Duration) -> Self {
-        self.config.auth_timeout = timeout;
+        self.config = self.config.with_auth_timeout(timeout);
         self
     }
 
     pub fn tcp_ports(mut self, range: RangeInclusive<u16>) -> Self {
-        self.config.tcp_ports = range;
+        self.config = self.config.with_tcp_ports(range);
         self
     }
 
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.config.limits = limits;
+        self.config = self.config.with_limits(limits);
         self
     }
 
     pub fn authorized_keys(mut self, keys: &[&str]) -> Self {
-        self.config.authorized_keys = Some(keys.iter().map(|k| key(k)).collect());
+        let keys = keys.iter().map(|k| key(k)).collect();
+        self.config = self.config.with_authorized_keys(Some(keys));
         self
     }
 
-    /// Any other setting (domain, public ports, ...).
-    pub fn configure(mut self, f: impl FnOnce(&mut GatewayConfig)) -> Self {
-        f(&mut self.config);
+    /// Another domain or other public ports.
+    pub fn server(mut self, domain: &str, http_port: u16, https_port: u16) -> Self {
+        self.config = GatewayConfig::new(domain, http_port, https_port)
+            .with_tcp_ports(self.config.tcp_ports().clone())
+            .with_name_grace(self.config.name_grace())
+            .with_command_deadline(self.config.command_deadline())
+            .with_auth_timeout(self.config.auth_timeout())
+            .with_authorized_keys(self.config.authorized_keys().cloned())
+            .with_limits(self.config.limits().clone());
         self
     }
 
@@ -129,6 +131,8 @@ pub struct Session {
     pub key: Option<KeyFingerprint>,
     pub authenticated_at: Option<Instant>,
     pub auth_answer: Option<bool>,
+    /// The answer to the session channel open, once asked.
+    pub session_answer: Option<bool>,
     pub command_sent: bool,
     pub stdout: Vec<String>,
     pub stderr: Vec<String>,
@@ -137,6 +141,8 @@ pub struct Session {
     pub closed: bool,
     /// The gateway asked for the close.
     pub closed_by_server: bool,
+    /// The disconnect message the server closed with.
+    pub disconnect_message: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,23 +190,16 @@ impl Default for Harness {
 
 impl Harness {
     pub fn builder() -> HarnessBuilder {
-        let mut config = GatewayConfig::new(DOMAIN, HTTP_PORT, HTTPS_PORT);
-        config.reply_timing = ReplyTiming::OnResolution;
         HarnessBuilder {
-            config,
+            config: GatewayConfig::new(DOMAIN, HTTP_PORT, HTTPS_PORT),
             rng: None,
             seed: 7,
         }
     }
 
-    /// Dev defaults, `OnResolution` replies.
+    /// Dev defaults.
     pub fn new() -> Self {
         Self::builder().build()
-    }
-
-    /// Dev defaults with the given reply timing.
-    pub fn with_timing(timing: ReplyTiming) -> Self {
-        Self::builder().reply_timing(timing).build()
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -323,12 +322,29 @@ impl Harness {
         request
     }
 
-    /// SSH opens no channel before authentication, so only then is the command "sent".
+    /// SSH opens no channel before authentication, so only then is the command "sent"; like
+    /// OpenSSH, it opens the session channel first.
     fn mark_command_sent(&mut self, conn: ConnId) {
+        if self.session(conn).session_answer.is_none() {
+            self.open_session(conn);
+        }
         let s = self.session_mut(conn);
         if s.authenticated_at.is_some() {
             s.command_sent = true;
         }
+    }
+
+    /// Asks to open a session channel; true if the gateway accepted.
+    pub fn open_session(&mut self, conn: ConnId) -> bool {
+        let before = self.log.len();
+        self.feed(Input::SessionRequested { conn });
+        let answer = self.log[before..].iter().find_map(|a| match a {
+            Action::SessionAnswer { conn: c, accepted } if *c == conn => Some(*accepted),
+            _ => None,
+        });
+        let accepted = answer.expect("every session channel open is answered");
+        self.session_mut(conn).session_answer = Some(accepted);
+        accepted
     }
 
     pub fn exec(&mut self, conn: ConnId, command: &str) {
@@ -519,8 +535,8 @@ impl Harness {
     /// Everything that must hold between any two inputs.
     pub fn check_invariants(&self) {
         let (lo, hi) = (
-            *self.config().tcp_ports.start(),
-            *self.config().tcp_ports.end(),
+            *self.config().tcp_ports().start(),
+            *self.config().tcp_ports().end(),
         );
         assert_eq!(self.gw.route_count(), self.routes.len(), "route count");
         let holders: BTreeMap<&Address, (&KeyFingerprint, bool)> = self
@@ -593,7 +609,7 @@ impl Harness {
             let s = self.session(r.conn);
             let settled = s.command_sent
                 || s.authenticated_at
-                    .is_some_and(|at| self.now >= at + self.config().command_deadline);
+                    .is_some_and(|at| self.now >= at + self.config().command_deadline());
             if !s.closed && settled {
                 assert!(self.replies.contains_key(id), "{id} ({r:?}) never answered");
             }
@@ -625,7 +641,8 @@ impl Harness {
             self.close(conn);
         }
         let c = self.config();
-        let wait = c.name_grace + c.command_deadline + c.auth_timeout + Duration::from_secs(1);
+        let wait =
+            c.name_grace() + c.command_deadline() + c.auth_timeout() + Duration::from_secs(1);
         self.advance(wait);
         self.check_invariants();
         assert_eq!(self.gw.connection_count(), 0, "connections");
@@ -705,6 +722,7 @@ impl Harness {
             Action::Auth { conn, accepted } => {
                 self.session_mut(*conn).auth_answer = Some(*accepted);
             }
+            Action::SessionAnswer { .. } => {}
             Action::Reply {
                 conn,
                 request,
@@ -729,7 +747,7 @@ impl Harness {
             }
             Action::Bind { endpoint, port } => {
                 self.binds += 1;
-                let range = self.config().tcp_ports.clone();
+                let range = self.config().tcp_ports().clone();
                 assert!(range.contains(port), "bind outside the range: {port}");
                 assert!(
                     !self.listeners.contains_key(endpoint),
@@ -790,8 +808,8 @@ impl Harness {
                     "print after exit or close on {conn}: {line}"
                 );
                 match stream {
-                    Stream::Stdout => s.stdout.push(line.clone()),
-                    Stream::Stderr => s.stderr.push(line.clone()),
+                    OutputStream::Stdout => s.stdout.push(line.clone()),
+                    OutputStream::Stderr => s.stderr.push(line.clone()),
                 }
             }
             Action::Exit { conn, status } => {
@@ -802,14 +820,22 @@ impl Harness {
                 );
                 s.exit_status = Some(*status);
             }
-            Action::Close { conn } => {
+            Action::Close { conn, message } => {
                 let s = self.session_mut(*conn);
                 assert!(!s.closed, "Close of {conn}, already closed");
                 s.closed = true;
                 s.closed_by_server = true;
+                s.disconnect_message = Some(message.clone());
+                // OpenSSH shows a disconnect message on stderr ("Received disconnect from ...");
+                // the server's plain one follows an exit status, which makes the client leave
+                // first, so the user reads only a message that says why.
+                if message != CLOSED_BY_SERVER {
+                    s.stderr.push(message.clone());
+                }
                 self.inbox
                     .push_back(Input::ConnectionClosed { conn: *conn });
             }
+            other => panic!("an action this harness does not know: {other:?}"),
         }
     }
 }

@@ -1,0 +1,139 @@
+//! What a visitor on a public listener reaches, and every page it reads when it is not served.
+
+mod harness;
+
+use std::net::IpAddr;
+
+use harness::Harness;
+use tunnel_core::{request_host, Entrance, VisitorRefusal};
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("a valid test address")
+}
+
+#[test]
+fn each_listener_reaches_only_the_kinds_it_serves() {
+    let mut h = Harness::new();
+    let (web, _) = h.tunnel("alice", &[("web", 80)], "http");
+    let (tls, _) = h.tunnel("alice", &[("sec", 443)], "tls");
+    let found = |h: &Harness, entrance, host| h.gw.route_for(entrance, host).map(|r| r.conn);
+    assert_eq!(found(&h, Entrance::Http, "WEB.localhost:8080"), Ok(web));
+    assert_eq!(found(&h, Entrance::Https, "web.localhost"), Ok(web));
+    assert_eq!(found(&h, Entrance::Https, "sec.localhost"), Ok(tls));
+    // A tls name over plain HTTP would show the visitor the user's TLS bytes: refused.
+    assert_eq!(
+        found(&h, Entrance::Http, "sec.localhost"),
+        Err(VisitorRefusal::NotHttp("sec.localhost".into()))
+    );
+    assert_eq!(
+        found(&h, Entrance::Http, "nobody.localhost"),
+        Err(VisitorRefusal::UnknownHost("nobody.localhost".into()))
+    );
+    let (tcp, _) = h.tunnel("alice", &[("localhost", 0)], "tcp");
+    let port = h.port_of(tcp);
+    assert_eq!(h.gw.route_for_port(port).map(|r| r.conn), Ok(tcp));
+    assert_eq!(
+        h.gw.route_for_port(port + 1).map(|r| r.conn),
+        Err(VisitorRefusal::UnknownPort(port + 1))
+    );
+    h.close(web);
+    assert_eq!(
+        found(&h, Entrance::Http, "web.localhost"),
+        Err(VisitorRefusal::UnknownHost("web.localhost".into())),
+        "gone at once with its connection"
+    );
+    h.assert_no_leaks();
+}
+
+#[test]
+fn requests_are_admitted_by_cidr_then_credentials() {
+    let mut h = Harness::new();
+    let (conn, _) = h.tunnel(
+        "alice",
+        &[("web", 80)],
+        "http --cidr-deny 198.51.100.0/24 --basic-auth a:b",
+    );
+    let route = h.routes_of(conn)[0].clone();
+    let good = Some(&b"Basic YTpi"[..]); // a:b
+    assert_eq!(route.admit_request(ip("203.0.113.1"), good), Ok(()));
+    assert_eq!(
+        route.admit_request(ip("203.0.113.1"), None),
+        Err(VisitorRefusal::Unauthorized)
+    );
+    // The address is judged first: a denied visitor learns nothing about the credentials.
+    assert_eq!(
+        route.admit_request(ip("198.51.100.7"), good),
+        Err(VisitorRefusal::Forbidden)
+    );
+    assert_eq!(
+        route.admit_connection(ip("198.51.100.7")),
+        Err(VisitorRefusal::Forbidden)
+    );
+    assert!(route.logs_requests());
+    assert_eq!(
+        route.visitor_limit(),
+        h.config().limits().visitors_per_endpoint()
+    );
+    h.assert_no_leaks();
+}
+
+#[test]
+fn the_host_of_a_request() {
+    let host =
+        |authority, headers: &[&'static [u8]]| request_host(authority, headers.iter().copied());
+    assert_eq!(
+        host(Some("a.localhost:8080"), &[b"b.localhost"]),
+        Ok("a.localhost:8080")
+    );
+    assert_eq!(host(None, &[b"b.localhost"]), Ok("b.localhost"));
+    assert_eq!(host(None, &[]), Err(VisitorRefusal::MissingHost));
+    assert_eq!(
+        host(None, &[b"a.localhost", b"b.localhost"]),
+        Err(VisitorRefusal::SeveralHosts)
+    );
+    assert_eq!(host(None, &[b" "]), Err(VisitorRefusal::InvalidHost));
+    assert_eq!(host(None, &[b"\xff"]), Err(VisitorRefusal::InvalidHost));
+}
+
+#[test]
+fn every_page_a_visitor_reads() {
+    let pages: Vec<String> = [
+        VisitorRefusal::MissingHost,
+        VisitorRefusal::SeveralHosts,
+        VisitorRefusal::InvalidHost,
+        VisitorRefusal::UnknownHost("nobody.localhost".into()),
+        VisitorRefusal::NotHttp("sec.localhost".into()),
+        VisitorRefusal::UnknownPort(20001),
+        VisitorRefusal::Forbidden,
+        VisitorRefusal::Unauthorized,
+        VisitorRefusal::Busy,
+        VisitorRefusal::LocalServiceRefused,
+        VisitorRefusal::TunnelTimedOut,
+        VisitorRefusal::TunnelClosed,
+        VisitorRefusal::NoAnswer,
+    ]
+    .iter()
+    .map(|r| {
+        let challenge = r
+            .www_authenticate()
+            .map(|c| format!(" [WWW-Authenticate: {c}]"))
+            .unwrap_or_default();
+        format!("{} {:?}{challenge}", r.http_status(), r.page())
+    })
+    .collect();
+    insta::assert_snapshot!(pages.join("\n"), @r#"
+    400 "missing Host header\n"
+    400 "more than one Host header\n"
+    400 "invalid Host header\n"
+    404 "no tunnel for nobody.localhost\n"
+    404 "sec.localhost is not an http tunnel\n"
+    404 "no tunnel on port 20001\n"
+    403 "forbidden\n"
+    401 "authentication required\n" [WWW-Authenticate: Basic realm="tunnel", charset="UTF-8"]
+    503 "this tunnel is serving too many requests; try again\n"
+    502 "the tunnel's local service refused the connection\n"
+    502 "the tunnel did not answer in time\n"
+    502 "the tunnel closed\n"
+    502 "the tunnel closed before the local service answered\n"
+    "#);
+}

@@ -13,9 +13,11 @@ use nom::multi::{fold_many0, fold_many1, many0};
 use nom::sequence::{delimited, preceded, separated_pair, terminated};
 use nom::{IResult, Parser};
 
+#[cfg(feature = "__testing")]
+use super::ast::HeaderEdits;
 use super::ast::{
-    AccessRules, Command, Credentials, EndpointKind, HeaderEdits, HeaderName, HostHeader,
-    HttpOptions, ProxyVersion, StreamOptions,
+    AccessRules, Command, Credentials, EndpointKind, HeaderName, HostHeader, HttpOptions,
+    ProxyVersion, StreamOptions,
 };
 use crate::error::CommandError;
 
@@ -293,7 +295,7 @@ fn parse_value<T>(
 
 /// Splits a command line into words with POSIX-shell-like quoting: `'...'` is literal, `"..."`
 /// honours `\"`, `\\`, `\$` and `` \` ``, a bare backslash escapes the next character.
-pub fn tokenize(line: &str) -> Result<Vec<String>, CommandError> {
+pub(crate) fn tokenize(line: &str) -> Result<Vec<String>, CommandError> {
     let (remaining, words) = preceded(multispace0, many0(terminated(word, multispace0)))
         .parse(line)
         .map_err(|_| CommandError::UnterminatedQuote("single"))?;
@@ -346,7 +348,8 @@ fn double_quoted_body(input: &str) -> IResult<&str, String> {
 }
 
 /// Quotes one word so that [`tokenize`] gives it back unchanged.
-pub fn quote(word: &str) -> String {
+#[cfg(feature = "__testing")]
+pub(crate) fn quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
@@ -451,8 +454,12 @@ fn proxy_version(input: &str) -> IResult<&str, ProxyVersion> {
 
 // ---- rendering --------------------------------------------------------------------------------
 
+// Only tests and the fuzz target render (to check the round trip), so rendering and `quote` exist
+// only with the `__testing` feature.
+
 /// Renders a command as a line that [`parse_command_line`] reads back to the same command.
-pub fn render(command: &Command) -> String {
+#[cfg(feature = "__testing")]
+pub(crate) fn render(command: &Command) -> String {
     let mut words: Vec<String> = Vec::new();
     let mut push = |flag: Flag, v: &str| words.push(format!("{}={}", flag.name(), quote(v)));
     match command {
@@ -491,6 +498,7 @@ pub fn render(command: &Command) -> String {
         .join(" ")
 }
 
+#[cfg(feature = "__testing")]
 fn render_access(access: &AccessRules, push: &mut impl FnMut(Flag, &str)) {
     for net in &access.allow {
         push(Flag::CidrAllow, &net.to_string());
@@ -501,6 +509,7 @@ fn render_access(access: &AccessRules, push: &mut impl FnMut(Flag, &str)) {
 }
 
 /// `add` and `remove` are the direction's two flags.
+#[cfg(feature = "__testing")]
 fn render_edits(
     (add, remove): (Flag, Flag),
     edits: &HeaderEdits,

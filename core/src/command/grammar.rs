@@ -114,6 +114,9 @@ impl Flag {
 
 /// Parses an exec command line. `Ok(None)` is the empty line: no command, so the remote port
 /// decides the endpoint kind.
+///
+/// Any input is safe: bad input is a [`CommandError`] naming the word at fault, whose Display is
+/// the line the user reads, never a panic.
 pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
     let words = tokenize(line)?;
     let mut words = words.iter().map(String::as_str);

@@ -4,8 +4,9 @@
 mod harness;
 
 use harness::Harness;
+use tunnel_core::command::testing::tokenize;
 use tunnel_core::command::{
-    parse_command_line, tokenize, Command, EndpointKind, HostHeader, ProxyVersion, HELP,
+    parse_command_line, Command, EndpointKind, HostHeader, ProxyVersion, HELP,
 };
 use tunnel_core::{basic_auth_allows, EndpointPolicy, OutputStream, Reply};
 

@@ -26,7 +26,7 @@ fn ip(s: &str) -> IpAddr {
 fn credentials(pairs: &[&str]) -> Vec<Credentials> {
     let line = pairs
         .iter()
-        .map(|p| format!("--basic-auth={}", tunnel_core::command::quote(p)))
+        .map(|p| format!("--basic-auth={}", tunnel_core::command::testing::quote(p)))
         .collect::<Vec<_>>()
         .join(" ");
     match parse_command_line(&format!("http {line}")) {

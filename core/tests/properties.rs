@@ -9,9 +9,10 @@ use std::time::Duration;
 use harness::{Harness, DOMAIN};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
+use tunnel_core::command::testing::{quote, render, tokenize};
 use tunnel_core::command::{
-    parse_command_line, quote, render, tokenize, AccessRules, Command, Credentials, HeaderEdits,
-    HeaderName, HostHeader, HttpOptions, ProxyVersion, StreamOptions,
+    parse_command_line, AccessRules, Command, Credentials, HeaderEdits, HeaderName, HostHeader,
+    HttpOptions, ProxyVersion, StreamOptions,
 };
 use tunnel_core::{basic_auth_allows, normalize_host, requested_name, Limits};
 

@@ -2,7 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tunnel_core::command::{parse_command_line, render};
+use tunnel_core::command::parse_command_line;
+use tunnel_core::command::testing::render;
 
 fuzz_target!(|data: &[u8]| {
     let line = String::from_utf8_lossy(data);

@@ -5,16 +5,18 @@ use core::fmt;
 
 use ipnet::IpNet;
 
-/// What the user asked the session to do.
+/// What the user asked the session to do, as [`parse_command_line`](super::parse_command_line)
+/// read it. More commands may come, so a match needs a catch-all arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Command {
     /// `help`, `--help` or `-h` anywhere: print usage and exit 0.
     Help,
-    /// `http [FLAGS]`
+    /// `http [FLAGS]`: an HTTP endpoint routed by Host header.
     Http(HttpOptions),
-    /// `tcp [FLAGS]`
+    /// `tcp [FLAGS]`: a TCP endpoint on a public port of its own.
     Tcp(StreamOptions),
-    /// `tls [FLAGS]`
+    /// `tls [FLAGS]`: a TLS endpoint routed by SNI and passed through unterminated.
     Tls(StreamOptions),
 }
 
@@ -31,6 +33,8 @@ impl Command {
 }
 
 /// The three kinds of endpoint, named as the user types them.
+// Exhaustive on purpose: the adapter serves each kind, so a new one should not compile there until
+// it is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EndpointKind {
     /// Routed by Host header (or SNI on the https listener, terminated there).
@@ -42,7 +46,7 @@ pub enum EndpointKind {
 }
 
 impl EndpointKind {
-    /// The command word.
+    /// The command word (`http`, `tcp`, `tls`), which is also how messages name the kind.
     pub const fn as_str(self) -> &'static str {
         match self {
             EndpointKind::Http => "http",
@@ -58,7 +62,7 @@ impl fmt::Display for EndpointKind {
     }
 }
 
-/// Flags of `http`.
+/// Flags of `http`; the default is what a bare `http` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpOptions {
     /// `--basic-auth user:pass`, repeatable; empty means no authentication.
@@ -88,12 +92,12 @@ impl Default for HttpOptions {
     }
 }
 
-/// Flags of `tcp` and `tls`.
+/// Flags of `tcp` and `tls`; the default is what a bare `tcp` or `tls` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamOptions {
     /// `--cidr-allow` / `--cidr-deny`.
     pub access: AccessRules,
-    /// `--proxy-proto 1|2`.
+    /// `--proxy-proto 1|2`; `None` sends the stream with no header.
     pub proxy_protocol: Option<ProxyVersion>,
 }
 
@@ -105,7 +109,8 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The user name.
+    /// The user name. The password has no getter: [`basic_auth_allows`](crate::basic_auth_allows)
+    /// checks it, in constant time.
     pub fn user(&self) -> &str {
         &self.user
     }
@@ -129,8 +134,10 @@ pub struct AccessRules {
     pub deny: Vec<IpNet>,
 }
 
-/// `--host-header`.
+/// `--host-header`: what Host the local service sees. More modes may come, so a match needs a
+/// catch-all arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HostHeader {
     /// Pass the visitor's Host unchanged (the default).
     Preserve,
@@ -169,6 +176,8 @@ impl HeaderEdits {
 }
 
 /// `--proxy-proto`: which PROXY protocol header precedes the stream.
+// Exhaustive on purpose: the adapter encodes each version, so a new one should not compile there
+// until it is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyVersion {
     /// The text header (`PROXY TCP4 ...\r\n`).

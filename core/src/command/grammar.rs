@@ -8,14 +8,16 @@ use ipnet::IpNet;
 use nom::branch::alt;
 use nom::bytes::complete::{is_not, tag, take_while1};
 use nom::character::complete::{anychar, char, multispace0};
-use nom::combinator::{all_consuming, map, opt, rest, value};
+use nom::combinator::{all_consuming, map, opt, recognize, rest, value};
 use nom::multi::{fold_many0, fold_many1, many0};
 use nom::sequence::{delimited, preceded, separated_pair, terminated};
 use nom::{IResult, Parser};
 
+#[cfg(feature = "__testing")]
+use super::ast::HeaderEdits;
 use super::ast::{
-    AccessRules, Command, Credentials, EndpointKind, HeaderEdits, HeaderName, HostHeader,
-    HttpOptions, ProxyVersion, StreamOptions,
+    AccessRules, Command, Credentials, EndpointKind, HeaderName, HostHeader, HttpOptions,
+    ProxyVersion, StreamOptions,
 };
 use crate::error::CommandError;
 
@@ -23,22 +25,98 @@ const HTTP: &[EndpointKind] = &[EndpointKind::Http];
 const STREAMS: &[EndpointKind] = &[EndpointKind::Tcp, EndpointKind::Tls];
 const ALL: &[EndpointKind] = &[EndpointKind::Http, EndpointKind::Tcp, EndpointKind::Tls];
 
-/// Every flag: its name and the commands it applies to.
-const FLAGS: &[(&str, &[EndpointKind])] = &[
-    ("basic-auth", HTTP),
-    ("cidr-allow", ALL),
-    ("cidr-deny", ALL),
-    ("host-header", HTTP),
-    ("request-header-add", HTTP),
-    ("request-header-remove", HTTP),
-    ("response-header-add", HTTP),
-    ("response-header-remove", HTTP),
-    ("inspect", HTTP),
-    ("proxy-proto", STREAMS),
-];
+/// Every flag. Its properties are methods, and [`FlagSet::apply`] matches on it exhaustively, so a
+/// new variant does not compile until it is handled; one missing from [`Flag::ALL`] can never be
+/// parsed, which `dead_code` reports as a variant never constructed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flag {
+    BasicAuth,
+    CidrAllow,
+    CidrDeny,
+    HostHeader,
+    RequestHeaderAdd,
+    RequestHeaderRemove,
+    ResponseHeaderAdd,
+    ResponseHeaderRemove,
+    Inspect,
+    ProxyProto,
+}
+
+impl Flag {
+    const ALL: [Flag; 10] = [
+        Flag::BasicAuth,
+        Flag::CidrAllow,
+        Flag::CidrDeny,
+        Flag::HostHeader,
+        Flag::RequestHeaderAdd,
+        Flag::RequestHeaderRemove,
+        Flag::ResponseHeaderAdd,
+        Flag::ResponseHeaderRemove,
+        Flag::Inspect,
+        Flag::ProxyProto,
+    ];
+
+    /// The flag as typed, with its dashes; errors quote it.
+    const fn name(self) -> &'static str {
+        match self {
+            Flag::BasicAuth => "--basic-auth",
+            Flag::CidrAllow => "--cidr-allow",
+            Flag::CidrDeny => "--cidr-deny",
+            Flag::HostHeader => "--host-header",
+            Flag::RequestHeaderAdd => "--request-header-add",
+            Flag::RequestHeaderRemove => "--request-header-remove",
+            Flag::ResponseHeaderAdd => "--response-header-add",
+            Flag::ResponseHeaderRemove => "--response-header-remove",
+            Flag::Inspect => "--inspect",
+            Flag::ProxyProto => "--proxy-proto",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The commands that accept it.
+    const fn applies_to(self) -> &'static [EndpointKind] {
+        match self {
+            Flag::CidrAllow | Flag::CidrDeny => ALL,
+            Flag::ProxyProto => STREAMS,
+            Flag::BasicAuth
+            | Flag::HostHeader
+            | Flag::RequestHeaderAdd
+            | Flag::RequestHeaderRemove
+            | Flag::ResponseHeaderAdd
+            | Flag::ResponseHeaderRemove
+            | Flag::Inspect => HTTP,
+        }
+    }
+
+    /// Whether giving it twice is an error rather than a second value.
+    const fn single_valued(self) -> bool {
+        match self {
+            Flag::HostHeader | Flag::Inspect | Flag::ProxyProto => true,
+            Flag::BasicAuth
+            | Flag::CidrAllow
+            | Flag::CidrDeny
+            | Flag::RequestHeaderAdd
+            | Flag::RequestHeaderRemove
+            | Flag::ResponseHeaderAdd
+            | Flag::ResponseHeaderRemove => false,
+        }
+    }
+
+    /// Whether it may stand alone (`--inspect` means on). Such a flag is a boolean switch, so it
+    /// takes the following word as its value only if that word is `true` or `false`.
+    const fn value_optional(self) -> bool {
+        matches!(self, Flag::Inspect)
+    }
+}
 
 /// Parses an exec command line. `Ok(None)` is the empty line: no command, so the remote port
 /// decides the endpoint kind.
+///
+/// Any input is safe: bad input is a [`CommandError`] naming the word at fault, whose Display is
+/// the line the user reads, never a panic.
 pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
     let words = tokenize(line)?;
     let mut words = words.iter().map(String::as_str);
@@ -69,31 +147,24 @@ pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
             }
             return Err(CommandError::UnexpectedArgument(word.into()));
         };
-        let applies_to = FLAGS
-            .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, kinds)| *kinds);
-        match applies_to {
-            Some(kinds) if kinds.contains(&kind) => {}
-            _ => {
-                return Err(CommandError::UnknownFlag {
-                    flag: word.into(),
-                    command: kind,
-                    applies_to: applies_to.unwrap_or(&[]),
-                })
-            }
-        }
+        let known = Flag::from_name(name);
+        let Some(known) = known.filter(|f| f.applies_to().contains(&kind)) else {
+            return Err(CommandError::UnknownFlag {
+                flag: word.into(),
+                command: kind,
+                applies_to: known.map_or(&[], Flag::applies_to),
+            });
+        };
         let value = match inline {
             Some(v) => Some(v),
-            // `--inspect` alone means on; it takes a following word only if that is a boolean.
-            None if name == "inspect" => words.next_if(|w| *w == "true" || *w == "false"),
+            None if known.value_optional() => words.next_if(|w| *w == "true" || *w == "false"),
             None => Some(
                 words
                     .next()
                     .ok_or_else(|| CommandError::MissingValue(word.into()))?,
             ),
         };
-        flags.apply(name, value)?;
+        flags.apply(known, value)?;
     }
     Ok(Some(flags.finish()))
 }
@@ -107,7 +178,7 @@ struct FlagSet {
     kind: EndpointKind,
     http: HttpOptions,
     stream: StreamOptions,
-    seen_single: Vec<&'static str>,
+    seen_single: Vec<Flag>,
 }
 
 impl FlagSet {
@@ -127,82 +198,72 @@ impl FlagSet {
         }
     }
 
-    fn single(&mut self, flag: &'static str) -> Result<(), CommandError> {
-        if self.seen_single.contains(&flag) {
-            return Err(CommandError::Repeated(flag));
+    /// `value` is `None` only for a flag whose value is optional, given alone.
+    fn apply(&mut self, flag: Flag, value: Option<&str>) -> Result<(), CommandError> {
+        if flag.single_valued() {
+            if self.seen_single.contains(&flag) {
+                return Err(CommandError::Repeated(flag.name()));
+            }
+            self.seen_single.push(flag);
         }
-        self.seen_single.push(flag);
-        Ok(())
-    }
-
-    /// `value` is `None` only for `--inspect` given alone.
-    fn apply(&mut self, name: &str, value: Option<&str>) -> Result<(), CommandError> {
         let v = value.unwrap_or("");
-        match name {
-            "basic-auth" => self.http.basic_auth.push(parse_value(
-                "--basic-auth",
+        match flag {
+            Flag::BasicAuth => self.http.basic_auth.push(parse_value(
+                flag,
                 v,
                 basic_auth,
                 "expected USER:PASSWORD with a non-empty user",
             )?),
-            "cidr-allow" => {
-                let net = parse_value("--cidr-allow", v, cidr, "expected an address or CIDR")?;
+            Flag::CidrAllow => {
+                let net = parse_value(flag, v, cidr, "expected an address or CIDR")?;
                 self.access().allow.push(net);
             }
-            "cidr-deny" => {
-                let net = parse_value("--cidr-deny", v, cidr, "expected an address or CIDR")?;
+            Flag::CidrDeny => {
+                let net = parse_value(flag, v, cidr, "expected an address or CIDR")?;
                 self.access().deny.push(net);
             }
-            "host-header" => {
-                self.single("--host-header")?;
+            Flag::HostHeader => {
                 self.http.host_header = parse_value(
-                    "--host-header",
+                    flag,
                     v,
                     host_header,
                     "expected preserve, rewrite or HOST[:PORT]",
                 )?;
             }
-            "request-header-add" => self.http.request_headers.add.push(parse_value(
-                "--request-header-add",
+            Flag::RequestHeaderAdd => self.http.request_headers.add.push(parse_value(
+                flag,
                 v,
                 header_line,
                 "expected 'NAME: VALUE'",
             )?),
-            "request-header-remove" => self.http.request_headers.remove.push(parse_value(
-                "--request-header-remove",
+            Flag::RequestHeaderRemove => self.http.request_headers.remove.push(parse_value(
+                flag,
                 v,
                 header_name,
                 "expected a header name",
             )?),
-            "response-header-add" => self.http.response_headers.add.push(parse_value(
-                "--response-header-add",
+            Flag::ResponseHeaderAdd => self.http.response_headers.add.push(parse_value(
+                flag,
                 v,
                 header_line,
                 "expected 'NAME: VALUE'",
             )?),
-            "response-header-remove" => self.http.response_headers.remove.push(parse_value(
-                "--response-header-remove",
+            Flag::ResponseHeaderRemove => self.http.response_headers.remove.push(parse_value(
+                flag,
                 v,
                 header_name,
                 "expected a header name",
             )?),
-            "inspect" => {
-                self.single("--inspect")?;
+            Flag::Inspect => {
                 self.http.inspect = match value {
                     None => true,
-                    Some(v) => parse_value("--inspect", v, boolean, "expected true or false")?,
+                    Some(v) => parse_value(flag, v, boolean, "expected true or false")?,
                 };
             }
-            "proxy-proto" => {
-                self.single("--proxy-proto")?;
-                self.stream.proxy_protocol = Some(parse_value(
-                    "--proxy-proto",
-                    v,
-                    proxy_version,
-                    "expected 1 or 2",
-                )?);
+            Flag::ProxyProto => {
+                self.stream.proxy_protocol =
+                    Some(parse_value(flag, v, proxy_version, "expected 1 or 2")?);
             }
-            _ => unreachable!("FLAGS lists every name handled here"),
         }
         Ok(())
     }
@@ -218,7 +279,7 @@ impl FlagSet {
 
 /// Runs a value parser over the whole value, mapping failure to an error naming flag and value.
 fn parse_value<T>(
-    flag: &'static str,
+    flag: Flag,
     input: &str,
     parser: impl Fn(&str) -> IResult<&str, T>,
     reason: &'static str,
@@ -227,7 +288,7 @@ fn parse_value<T>(
         .parse(input)
         .map(|(_, v)| v)
         .map_err(|_| CommandError::InvalidValue {
-            flag,
+            flag: flag.name(),
             value: input.into(),
             reason,
         })
@@ -237,7 +298,7 @@ fn parse_value<T>(
 
 /// Splits a command line into words with POSIX-shell-like quoting: `'...'` is literal, `"..."`
 /// honours `\"`, `\\`, `\$` and `` \` ``, a bare backslash escapes the next character.
-pub fn tokenize(line: &str) -> Result<Vec<String>, CommandError> {
+pub(crate) fn tokenize(line: &str) -> Result<Vec<String>, CommandError> {
     let (remaining, words) = preceded(multispace0, many0(terminated(word, multispace0)))
         .parse(line)
         .map_err(|_| CommandError::UnterminatedQuote("single"))?;
@@ -290,7 +351,8 @@ fn double_quoted_body(input: &str) -> IResult<&str, String> {
 }
 
 /// Quotes one word so that [`tokenize`] gives it back unchanged.
-pub fn quote(word: &str) -> String {
+#[cfg(feature = "__testing")]
+pub(crate) fn quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
@@ -304,14 +366,14 @@ pub fn quote(word: &str) -> String {
 
 // ---- flags and values -------------------------------------------------------------------------
 
-/// `--name` or `--name=value`.
+/// `--name` or `--name=value`; the name keeps its dashes, as [`Flag::name`] spells it.
 fn flag(input: &str) -> IResult<&str, (&str, Option<&str>)> {
-    all_consuming(preceded(
-        tag("--"),
-        (
+    all_consuming((
+        recognize(preceded(
+            tag("--"),
             take_while1(|c: char| c.is_ascii_lowercase() || c == '-'),
-            opt(preceded(char('='), rest)),
-        ),
+        )),
+        opt(preceded(char('='), rest)),
     ))
     .parse(input)
 }
@@ -395,34 +457,40 @@ fn proxy_version(input: &str) -> IResult<&str, ProxyVersion> {
 
 // ---- rendering --------------------------------------------------------------------------------
 
+// Only tests and the fuzz target render (to check the round trip), so rendering and `quote` exist
+// only with the `__testing` feature.
+
 /// Renders a command as a line that [`parse_command_line`] reads back to the same command.
-pub fn render(command: &Command) -> String {
+#[cfg(feature = "__testing")]
+pub(crate) fn render(command: &Command) -> String {
     let mut words: Vec<String> = Vec::new();
-    let mut push = |flag: &str, v: &str| words.push(format!("--{flag}={}", quote(v)));
+    let mut push = |flag: Flag, v: &str| words.push(format!("{}={}", flag.name(), quote(v)));
     match command {
         Command::Help => return "help".to_owned(),
         Command::Http(o) => {
             for c in &o.basic_auth {
-                push("basic-auth", &format!("{}:{}", c.user, c.password));
+                push(Flag::BasicAuth, &format!("{}:{}", c.user, c.password));
             }
             render_access(&o.access, &mut push);
             match &o.host_header {
                 HostHeader::Preserve => {}
-                HostHeader::Rewrite => push("host-header", "rewrite"),
-                HostHeader::Literal(h) => push("host-header", h),
+                HostHeader::Rewrite => push(Flag::HostHeader, "rewrite"),
+                HostHeader::Literal(h) => push(Flag::HostHeader, h),
             }
-            render_edits("request", &o.request_headers, &mut push);
-            render_edits("response", &o.response_headers, &mut push);
+            let request = (Flag::RequestHeaderAdd, Flag::RequestHeaderRemove);
+            render_edits(request, &o.request_headers, &mut push);
+            let response = (Flag::ResponseHeaderAdd, Flag::ResponseHeaderRemove);
+            render_edits(response, &o.response_headers, &mut push);
             if !o.inspect {
-                push("inspect", "false");
+                push(Flag::Inspect, "false");
             }
         }
         Command::Tcp(o) | Command::Tls(o) => {
             render_access(&o.access, &mut push);
             match o.proxy_protocol {
                 None => {}
-                Some(ProxyVersion::V1) => push("proxy-proto", "1"),
-                Some(ProxyVersion::V2) => push("proxy-proto", "2"),
+                Some(ProxyVersion::V1) => push(Flag::ProxyProto, "1"),
+                Some(ProxyVersion::V2) => push(Flag::ProxyProto, "2"),
             }
         }
     }
@@ -433,23 +501,45 @@ pub fn render(command: &Command) -> String {
         .join(" ")
 }
 
-fn render_access(access: &AccessRules, push: &mut impl FnMut(&str, &str)) {
+#[cfg(feature = "__testing")]
+fn render_access(access: &AccessRules, push: &mut impl FnMut(Flag, &str)) {
     for net in &access.allow {
-        push("cidr-allow", &net.to_string());
+        push(Flag::CidrAllow, &net.to_string());
     }
     for net in &access.deny {
-        push("cidr-deny", &net.to_string());
+        push(Flag::CidrDeny, &net.to_string());
     }
 }
 
-fn render_edits(direction: &str, edits: &HeaderEdits, push: &mut impl FnMut(&str, &str)) {
+/// `add` and `remove` are the direction's two flags.
+#[cfg(feature = "__testing")]
+fn render_edits(
+    (add, remove): (Flag, Flag),
+    edits: &HeaderEdits,
+    push: &mut impl FnMut(Flag, &str),
+) {
     for (name, value) in &edits.add {
-        push(
-            &format!("{direction}-header-add"),
-            &format!("{}: {value}", name.0),
-        );
+        push(add, &format!("{}: {value}", name.0));
     }
     for name in &edits.remove {
-        push(&format!("{direction}-header-remove"), &name.0);
+        push(remove, &name.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Flag;
+    use crate::command::HELP;
+
+    #[test]
+    fn every_flag_parses_by_its_name_and_is_in_help() {
+        for flag in Flag::ALL {
+            assert_eq!(Flag::from_name(flag.name()), Some(flag));
+            assert!(
+                HELP.contains(flag.name()),
+                "{} missing from HELP",
+                flag.name()
+            );
+        }
     }
 }

@@ -138,7 +138,7 @@ enum CommandState {
     Waiting,
     /// Known; `by_deadline` when the deadline passed with no command.
     Settled {
-        command: Option<Command>,
+        command: Option<Box<Command>>,
         by_deadline: bool,
     },
 }
@@ -448,7 +448,7 @@ impl Gateway {
             CommandState::Settled { command, .. } => {
                 let command = command.clone();
                 self.with_forwards(now, |f, fx| {
-                    f.request_settled(fx, conn, &key, request, asked, command.as_ref())
+                    f.request_settled(fx, conn, &key, request, asked, command.as_deref())
                         .map_err(|e| (conn, e))
                 });
             }
@@ -474,7 +474,7 @@ impl Gateway {
             CommandState::Waiting => None,
         };
         self.with_forwards(now, |f, fx| {
-            let settled = command.as_ref().map(Option::as_ref);
+            let settled = command.as_ref().map(Option::as_deref);
             let result = if bound {
                 f.bound(fx, endpoint, &key, settled)
             } else {
@@ -526,7 +526,7 @@ impl Gateway {
             return;
         };
         c.command = CommandState::Settled {
-            command: command.clone(),
+            command: command.clone().map(Box::new),
             by_deadline,
         };
         let Some(key) = c.key.clone() else {

@@ -1,11 +1,6 @@
-//! `tunnel-core`: the sans-IO engine of the tunnel SSH reverse-tunnel gateway.
-//!
-//! It decides everything (the command grammar, port and name rules, who owns which name, when an
-//! endpoint lives and dies) and does nothing: no sockets, no clock, no global randomness. An
-//! adapter feeds [`Input`]s with the current time, executes the [`Action`]s that come out, and
-//! asks the routing queries on the data path. See [`Gateway`] for the calling contract.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod action;
 mod client_hello;
@@ -37,8 +32,3 @@ pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NA
 pub use ownership::Address;
 pub use policy::basic_auth_allows;
 pub use visitors::{request_host, Entrance, VisitorRefusal};
-
-/// The README's Rust examples, compiled and run as doc tests.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

@@ -61,9 +61,7 @@ impl TcpPortPool {
         for skip_busy in [true, false] {
             let (lo, hi) = self.bounds();
             let after = (self.cursor..=hi).chain(lo..self.cursor);
-            let found = after
-                .into_iter()
-                .find(|p| !self.held.contains(p) && !(skip_busy && self.host_busy.contains(p)));
+            let found = after.into_iter().find(|p| self.is_free(*p, skip_busy));
             if let Some(port) = found {
                 self.held.insert(port);
                 self.cursor = if port == hi { lo } else { port + 1 };
@@ -71,6 +69,12 @@ impl TcpPortPool {
             }
         }
         Err(ForwardError::PortsExhausted(self.bounds()))
+    }
+
+    /// Neither held nor, when `skip_busy`, refused by the host before.
+    fn is_free(&self, port: u16, skip_busy: bool) -> bool {
+        let busy = skip_busy && self.host_busy.contains(&port);
+        !self.held.contains(&port) && !busy
     }
 
     /// Takes a specific port, which must be in range and free.

@@ -76,7 +76,10 @@ mod tests {
         table.set(auth.clone(), start + Duration::from_secs(5));
         assert_eq!(table.count(), 1);
         assert_eq!(table.next(), Some(start + Duration::from_secs(5)));
-        table.set(Timer::Command(ConnId::from_raw(1)), start + Duration::from_secs(1));
+        table.set(
+            Timer::Command(ConnId::from_raw(1)),
+            start + Duration::from_secs(1),
+        );
         table.cancel(&auth);
         assert_eq!(table.count(), 1);
         assert_eq!(table.pop_due(start), None, "not due yet");

@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 server as the user's local service behind an http tunnel: heads are read by
-//! httparse ([`crate::http_head`]), bodies are framed here.
+//! httparse (`http_head.rs`), bodies are framed here.
 //!
 //! It records every request it receives (so tests check what the local side saw) and answers:
 //! - `/download/N`: N bytes of [`TestBytes`] with seed N, streamed with a Content-Length;

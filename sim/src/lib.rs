@@ -12,6 +12,7 @@
 //! ```
 
 pub mod client;
+pub mod http_head;
 pub mod net;
 pub mod scenarios;
 pub mod seeds;

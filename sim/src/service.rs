@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::Shared;
+use crate::http_head::{parse_request, RequestHead};
 
 /// Byte `offset` of pattern stream `id`: depends on both, so a lost, duplicated or reordered
 /// byte shows up at its offset.
@@ -39,30 +40,29 @@ pub async fn serve_http(
 ) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
-        let head_end = loop {
-            if let Some(pos) = find(&buf, b"\r\n\r\n") {
-                break pos + 4;
+        let head = loop {
+            match parse_request(&buf) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad request head: {e}"),
+                    ))
+                }
             }
             if read_more(&mut stream, &mut buf).await? == 0 {
                 return Ok(());
             }
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default();
-        let path = request_line.split(' ').nth(1).unwrap_or("?").to_owned();
-        let mut host = String::new();
-        let mut length = 0usize;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            match name.trim().to_ascii_lowercase().as_str() {
-                "host" => host = value.trim().to_owned(),
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
+        let RequestHead {
+            len: head_end,
+            path,
+            host,
+            content_length,
+        } = head;
+        // No Content-Length means no body: the sim's visitors send every body with one.
+        let length = content_length.unwrap_or(0);
         while buf.len() < head_end + length {
             if read_more(&mut stream, &mut buf).await? == 0 {
                 return Ok(());
@@ -104,7 +104,7 @@ pub async fn serve_tcp(
     stream.flush().await?;
     let mut buf = Vec::new();
     let line_end = loop {
-        if let Some(pos) = find(&buf, b"\n") {
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
             break pos + 1;
         }
         if read_more(&mut stream, &mut buf).await? == 0 {
@@ -168,9 +168,4 @@ async fn read_more(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> 
     let n = stream.read(&mut chunk).await?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)
-}
-
-/// Where `needle` first occurs in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
-use crate::service::{find, pattern};
+use crate::http_head;
+use crate::service::pattern;
 use crate::world::{GATEWAY, HTTP_PORT};
 
 /// How long any visitor waits for anything before calling it a failure.
@@ -79,22 +80,14 @@ async fn http_exchange(
     }))
 }
 
-/// A complete response (head plus a body of its Content-Length), if `bytes` hold one.
+/// A complete response (head plus a body of its Content-Length, or everything after the head
+/// without one), if `bytes` hold one.
 fn parse_response(bytes: &[u8]) -> Option<HttpOutcome> {
-    let head_end = find(bytes, b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let length: usize = head
-        .split("\r\n")
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(bytes.len() - head_end);
-    let body = bytes.get(head_end..head_end + length)?;
+    let head = http_head::parse_response(bytes).ok()??;
+    let length = head.content_length.unwrap_or(bytes.len() - head.len);
+    let body = bytes.get(head.len..head.len + length)?;
     Some(HttpOutcome::Response {
-        status,
+        status: head.status,
         body: String::from_utf8_lossy(body).into_owned(),
     })
 }

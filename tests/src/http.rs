@@ -6,6 +6,7 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 
+use crate::http_head::read_response_head;
 use crate::FAILURE_TIMEOUT;
 
 /// One parsed response.
@@ -45,23 +46,13 @@ pub fn request_raw(addr: SocketAddr, request: &[u8]) -> io::Result<HttpResponse>
 
 /// Reads a response head: the status and the headers, names lower-cased.
 pub fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)>)> {
-    let status_line = read_line(reader)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(reader)?;
-        if line.is_empty() {
-            return Ok((status, headers));
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| invalid(format!("bad header line {line:?}")))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
+    let head = read_response_head(reader)?.ok_or(io::ErrorKind::UnexpectedEof)?;
+    let headers = head
+        .headers
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect();
+    Ok((head.status, headers))
 }
 
 /// Reads one response: Content-Length, chunked, or until close.

@@ -1,4 +1,5 @@
-//! A small hand-written HTTP/1.1 server as the user's local service behind an http tunnel.
+//! A small HTTP/1.1 server as the user's local service behind an http tunnel: heads are read by
+//! httparse (`http_head.rs`), bodies are framed here.
 //!
 //! It records every request it receives (so tests check what the local side saw) and answers:
 //! - `/download/N`: N bytes of [`TestBytes`] with seed N, streamed with a Content-Length;
@@ -11,7 +12,7 @@
 //! `header: NAME: VALUE` per header as received, `body-length: N`, `body-sha256: HEX`.
 //! Every answer carries `Server: tunnel-e2e-local` and `X-Service-Id: ID`. Keep-alive,
 //! Content-Length and chunked request bodies (hashed while streaming, never buffered) and
-//! `Expect: 100-continue` are supported.
+//! `Expect: 100-continue` are supported. A head httparse refuses gets `400` and a close.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
 
+use crate::http_head::read_request_head;
 use crate::services::LocalService;
 
 /// What the local service received: one request head and a digest of its body.
@@ -180,39 +182,23 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     loop {
-        // The request line; blank lines before it are tolerated (RFC 9112 §2.2).
-        let request_line = loop {
-            match read_line(&mut reader)? {
-                None => return Ok(()),
-                Some(line) if line.is_empty() => continue,
-                Some(line) => break line,
+        // Blank lines before the request line are tolerated (RFC 9112 §2.2): httparse skips them.
+        let head = match read_request_head(&mut reader) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                writer.write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )?;
+                return Ok(());
             }
+            Err(e) => return Err(e),
         };
-        let mut words = request_line.split(' ');
-        let (Some(method), Some(target), Some(version), None) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
-            writer.write_all(
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            )?;
-            return Ok(());
-        };
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(&mut reader)?.ok_or_else(|| bad("eof in the head"))?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
         let mut request = ReceivedRequest {
-            method: method.to_owned(),
-            target: target.to_owned(),
-            version: version.to_owned(),
-            headers,
+            method: head.method,
+            target: head.target,
+            version: head.version,
+            headers: head.headers,
             body_len: 0,
             body_sha256: [0; 32],
         };
@@ -224,7 +210,7 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
         };
         let chunked = has_token("transfer-encoding", "chunked");
         let upgrade = has_token("connection", "upgrade") && request.header("upgrade").is_some();
-        let close = has_token("connection", "close") || version == "HTTP/1.0";
+        let close = has_token("connection", "close") || request.version == "HTTP/1.0";
         let content_length = match request.header("content-length") {
             Some(len) => Some(len.parse::<u64>().map_err(|_| bad("bad content-length"))?),
             None => None,
@@ -290,7 +276,8 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
             }
         }
         let connection = if close { "Connection: close\r\n" } else { "" };
-        if let Some(len) = target
+        if let Some(len) = request
+            .target
             .strip_prefix("/download/")
             .and_then(|n| n.parse::<u64>().ok())
         {
@@ -319,7 +306,7 @@ fn serve(stream: TcpStream, id: &str, received: &Mutex<Vec<ReceivedRequest>>) ->
                 request.body_len,
                 hex(&request.body_sha256)
             ));
-            if target.starts_with("/chunked") {
+            if request.target.starts_with("/chunked") {
                 write!(
                     writer,
                     "HTTP/1.1 200 OK\r\n{common}{connection}Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -14,6 +14,7 @@
 mod binary;
 mod client;
 pub mod http;
+mod http_head;
 pub mod http_service;
 pub mod http_visitor;
 mod keys;

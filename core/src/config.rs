@@ -6,6 +6,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::ids::KeyFingerprint;
+use crate::spill::SpillLimits;
 
 /// The gateway's whole configuration. Start from [`GatewayConfig::new`] (the contract's dev
 /// defaults) and change what differs with the `with_*` setters.
@@ -31,6 +32,7 @@ pub struct GatewayConfig {
     auth_timeout: Duration,
     authorized_keys: Option<BTreeSet<KeyFingerprint>>,
     limits: Limits,
+    spill: SpillLimits,
 }
 
 impl GatewayConfig {
@@ -49,6 +51,7 @@ impl GatewayConfig {
             auth_timeout: Duration::from_secs(30),
             authorized_keys: None,
             limits: Limits::default(),
+            spill: SpillLimits::default(),
         }
     }
 
@@ -89,6 +92,17 @@ impl GatewayConfig {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// What slow visitors may make the server hold (see [`SpillLimits`]).
+    pub fn with_spill_limits(mut self, spill: SpillLimits) -> Self {
+        self.spill = spill;
+        self
+    }
+
+    /// What slow visitors may make the server hold.
+    pub fn spill_limits(&self) -> &SpillLimits {
+        &self.spill
     }
 
     /// Base domain: names are `LABEL.DOMAIN`.

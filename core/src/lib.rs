@@ -17,6 +17,7 @@ mod names;
 mod ownership;
 mod policy;
 mod ports;
+mod spill;
 mod timers;
 mod visitors;
 
@@ -31,4 +32,5 @@ pub use input::Input;
 pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};
 pub use ownership::Address;
 pub use policy::basic_auth_allows;
+pub use spill::{SpillCut, SpillLimits, SpillPlace};
 pub use visitors::{request_host, Entrance, VisitorRefusal};

@@ -53,6 +53,15 @@ pub struct ServerConfig {
     pub keepalive_max: usize,
     /// Time a connection may take to authenticate; never zero.
     pub auth_timeout: Duration,
+    /// Time a visitor has to send its HTTP request head; never zero.
+    pub http_header_timeout: Duration,
+    /// Time a visitor on the https listener has to send its ClientHello; never zero.
+    pub tls_hello_timeout: Duration,
+    /// Time a `forwarded-tcpip` channel open may take before the visitor gets 502 (http) or is
+    /// closed; never zero.
+    pub channel_open_timeout: Duration,
+    /// After a session's exit status, time the client gets to hang up; never zero.
+    pub close_grace: Duration,
     pub max_endpoints_per_connection: usize,
     pub max_connections_per_key: usize,
     pub max_unauthenticated_per_ip: usize,
@@ -124,6 +133,10 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         keepalive_interval: Some(s.keepalive_interval).filter(|interval| !interval.is_zero()),
         keepalive_max: s.keepalive_max,
         auth_timeout: s.auth_timeout,
+        http_header_timeout: s.http_header_timeout,
+        tls_hello_timeout: s.tls_hello_timeout,
+        channel_open_timeout: s.channel_open_timeout,
+        close_grace: s.close_grace,
         max_endpoints_per_connection: s.max_endpoints_per_connection,
         max_connections_per_key: s.max_connections_per_key,
         max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,

@@ -79,6 +79,18 @@ pub(super) struct Settings {
     /// Time allowed to authenticate after connecting [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub auth_timeout: Duration,
+    /// Time a visitor has to send its HTTP request head [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
+    pub http_header_timeout: Duration,
+    /// Time a visitor on the HTTPS listener has to send its TLS ClientHello [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
+    pub tls_hello_timeout: Duration,
+    /// Time a visitor's channel may take to open before it gets 502 (http) or is closed [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
+    pub channel_open_timeout: Duration,
+    /// Time the client gets to hang up after its session's exit status [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
+    pub close_grace: Duration,
     /// Endpoints one SSH connection may hold [default: 64]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_endpoints_per_connection: usize,
@@ -109,6 +121,10 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("keepalive-interval", "15s"),
     ("keepalive-max", "3"),
     ("auth-timeout", "30s"),
+    ("http-header-timeout", "20s"),
+    ("tls-hello-timeout", "10s"),
+    ("channel-open-timeout", "10s"),
+    ("close-grace", "5s"),
     ("max-endpoints-per-connection", "64"),
     ("max-connections-per-key", "1024"),
     ("max-unauthenticated-per-ip", "64"),

@@ -45,6 +45,10 @@ fn defaults_with_no_args() {
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 3,
             auth_timeout: Duration::from_secs(30),
+            http_header_timeout: Duration::from_secs(20),
+            tls_hello_timeout: Duration::from_secs(10),
+            channel_open_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(5),
             max_endpoints_per_connection: 64,
             max_connections_per_key: 1024,
             max_unauthenticated_per_ip: 64,
@@ -162,6 +166,10 @@ fn file_accepts_every_flag_name() {
         keepalive-interval = "500ms"
         keepalive-max = "1"
         auth-timeout = 5
+        http-header-timeout = "1m"
+        tls-hello-timeout = 3
+        channel-open-timeout = "250ms"
+        close-grace = "1s"
         max-endpoints-per-connection = 2
         max-connections-per-key = 3
         max-unauthenticated-per-ip = 4
@@ -172,7 +180,7 @@ fn file_accepts_every_flag_name() {
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        19,
+        23,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -180,6 +188,20 @@ fn file_accepts_every_flag_name() {
     assert_eq!(c.name_grace, Duration::from_secs(5400));
     assert_eq!(c.keepalive_interval, Some(Duration::from_millis(500)));
     assert_eq!(c.auth_timeout, Duration::from_secs(5));
+    assert_eq!(
+        (
+            c.http_header_timeout,
+            c.tls_hello_timeout,
+            c.channel_open_timeout,
+            c.close_grace
+        ),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(3),
+            Duration::from_millis(250),
+            Duration::from_secs(1)
+        )
+    );
     assert_eq!(
         (
             c.max_endpoints_per_connection,
@@ -233,6 +255,80 @@ fn byte_sizes() {
     for bad in ["", "MiB", "8MB", "8 MiB", "-1", "8mib"] {
         assert_eq!(parse_byte_size(bad), None, "{bad:?}");
     }
+}
+
+#[test]
+fn visitor_and_session_timeouts() {
+    let c = config(&[
+        "--http-header-timeout",
+        "1m",
+        "--tls-hello-timeout=2s",
+        "--channel-open-timeout",
+        "1500ms",
+        "--close-grace",
+        "1",
+    ])
+    .expect("valid");
+    assert_eq!(c.http_header_timeout, Duration::from_secs(60));
+    assert_eq!(c.tls_hello_timeout, Duration::from_secs(2));
+    assert_eq!(c.channel_open_timeout, Duration::from_millis(1500));
+    assert_eq!(c.close_grace, Duration::from_secs(1));
+
+    for flag in [
+        "http-header-timeout",
+        "tls-hello-timeout",
+        "channel-open-timeout",
+        "close-grace",
+    ] {
+        assert_eq!(
+            error(&[&format!("--{flag}"), "0ms"]),
+            format!(r#"invalid --{flag} "0ms": must be longer than 0"#)
+        );
+        assert_eq!(
+            error(&[&format!("--{flag}"), "soon"]),
+            format!(
+                r#"invalid --{flag} "soon": expected a duration such as 0, 90s, 10m, 1h or 500ms"#
+            )
+        );
+        assert_eq!(
+            error(&[&format!("--{flag}"), "8761h"]),
+            format!(r#"invalid --{flag} "8761h": must be at most 8760h (one year)"#)
+        );
+    }
+
+    let (_dir, path) = config_file("close-grace = 0\ntls-hello-timeout = \"30s\"\n");
+    assert_eq!(
+        error(&["--config", arg(&path)]),
+        format!(
+            "invalid close-grace \"0\" (config file {}): must be longer than 0",
+            path.display()
+        )
+    );
+    let c = config(&["--config", arg(&path), "--close-grace", "2s"]).expect_err("bad file");
+    assert!(matches!(
+        c,
+        ConfigError::Invalid {
+            setting: Setting {
+                origin: Origin::File(_),
+                ..
+            },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn every_source_is_checked_even_where_a_flag_wins() {
+    // The file is read as a whole, so a mistake in it shows up at once, not when the flag that
+    // happens to cover it is dropped.
+    let (_dir, path) = config_file("keepalive-max = \"three\"\n");
+    assert_eq!(
+        error(&["--config", arg(&path), "--keepalive-max", "3"]),
+        format!(
+            "invalid keepalive-max \"three\" (config file {}): expected a whole number",
+            path.display()
+        )
+    );
 }
 
 #[test]

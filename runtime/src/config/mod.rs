@@ -1,10 +1,10 @@
 //! Server configuration: command-line flags, an optional TOML file using the same names, and
 //! built-in defaults, in that order of precedence.
 //!
-//! Each kind of value has one type whose `FromStr` is its only rule (`values.rs`). The flags,
-//! the file's `key = value` pairs (read as `--key=value`) and the defaults are parsed by clap
-//! with those types, one source at a time, so every source accepts and rejects exactly the same
-//! text and an error names where the value came from.
+//! Each kind of value has one rule, a function in `values.rs`. The flags, the file's
+//! `key = value` pairs (read as `--key=value`) and the defaults are parsed by clap with those
+//! rules, one source at a time, so every source accepts and rejects exactly the same text and
+//! an error names where the value came from.
 
 mod error;
 mod file;

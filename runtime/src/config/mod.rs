@@ -1,0 +1,154 @@
+//! Server configuration: command-line flags, an optional TOML file using the same names, and
+//! built-in defaults, in that order of precedence.
+//!
+//! Each kind of value has one rule, a function in `values.rs`. The flags, the file's
+//! `key = value` pairs (read as `--key=value`) and the defaults are parsed by clap with those
+//! rules, one source at a time, so every source accepts and rejects exactly the same text and
+//! an error names where the value came from.
+
+mod error;
+mod file;
+mod settings;
+mod values;
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::FromArgMatches;
+
+pub use error::{ConfigError, Origin, Setting};
+pub use values::{ValueError, MIN_CHANNEL_WINDOW};
+
+use settings::{parse, parse_pairs, Settings, DEFAULTS};
+
+const HOST_KEY_FILE: &str = "host_key";
+
+/// The resolved, validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The `--config` file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    pub ssh_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    /// Base domain, lowercase, without a trailing dot.
+    pub domain: String,
+    /// Ports tcp endpoints are allocated from; never contains 0.
+    pub tcp_ports: RangeInclusive<u16>,
+    pub state_dir: PathBuf,
+    pub host_key: PathBuf,
+    /// `None` is only possible when `ssh_addr` is loopback: then any key is accepted.
+    pub authorized_keys: Option<PathBuf>,
+    /// How long names stay reserved for their key after its connection ends; zero turns
+    /// reservation off.
+    pub name_grace: Duration,
+    /// Certificate and key for the https listener; `None` means a self-signed certificate.
+    pub tls: Option<TlsFiles>,
+    /// `None` disables keepalives (`--keepalive-interval 0`).
+    pub keepalive_interval: Option<Duration>,
+    /// Unanswered keepalives before the connection is closed; 0 never closes.
+    pub keepalive_max: usize,
+    /// Time a connection may take to authenticate; never zero.
+    pub auth_timeout: Duration,
+    /// Time a visitor has to send its HTTP request head; never zero.
+    pub http_header_timeout: Duration,
+    /// Time a visitor on the https listener has to send its ClientHello; never zero.
+    pub tls_hello_timeout: Duration,
+    /// Time a `forwarded-tcpip` channel open may take before the visitor gets 502 (http) or is
+    /// closed; never zero.
+    pub channel_open_timeout: Duration,
+    /// After a session's exit status, time the client gets to hang up; never zero.
+    pub close_grace: Duration,
+    pub max_endpoints_per_connection: usize,
+    pub max_connections_per_key: usize,
+    pub max_unauthenticated_per_ip: usize,
+    /// Visitor connections one endpoint serves at once; more get 503 (http) or are closed.
+    pub max_visitors_per_endpoint: usize,
+    /// SSH channel window in bytes, at least [`MIN_CHANNEL_WINDOW`].
+    pub channel_window: u32,
+}
+
+/// `--tls-cert` and `--tls-key`, which are only valid together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServerConfig {
+    /// Parses `args` (program name first, as from [`std::env::args_os`]), reads the `--config`
+    /// file if one is given, and validates the result.
+    ///
+    /// Relative paths, in flags or in the file, are relative to the working directory.
+    /// `--help` and `--version` come back as [`ConfigError::Clap`]; see its docs.
+    pub fn from_args<I, T>(args: I) -> Result<ServerConfig, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let flags = parse(args, Origin::Flag)?;
+        let config_file = settings::config_file(&flags);
+        let defaults = parse_pairs(DEFAULTS.iter().copied(), Origin::Default)?;
+        let mut settings = Settings::from_arg_matches(&defaults)?;
+        // Each update sets only what its source gave: flag over file over default.
+        if let Some(path) = &config_file {
+            let file = parse_pairs(file::read(path)?, Origin::File(path.clone()))?;
+            settings.update_from_arg_matches(&file)?;
+        }
+        settings.update_from_arg_matches(&flags)?;
+        resolve(config_file, settings)
+    }
+}
+
+/// Checks the rules that involve several settings.
+fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, ConfigError> {
+    let tls = match (s.tls_cert, s.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err(ConfigError::TlsCertWithoutKey),
+        (None, Some(_)) => return Err(ConfigError::TlsKeyWithoutCert),
+    };
+    // Without an allow-list every key is accepted, which is only safe when nobody else can
+    // reach the listener.
+    if s.authorized_keys.is_none() && !is_loopback(s.ssh_addr.ip()) {
+        return Err(ConfigError::OpenWithoutAuthorizedKeys { addr: s.ssh_addr });
+    }
+    Ok(ServerConfig {
+        config_file,
+        ssh_addr: s.ssh_addr,
+        http_addr: s.http_addr,
+        https_addr: s.https_addr,
+        domain: s.domain,
+        tcp_ports: s.tcp_ports,
+        host_key: s
+            .host_key
+            .unwrap_or_else(|| s.state_dir.join(HOST_KEY_FILE)),
+        state_dir: s.state_dir,
+        authorized_keys: s.authorized_keys,
+        name_grace: s.name_grace,
+        tls,
+        keepalive_interval: Some(s.keepalive_interval).filter(|interval| !interval.is_zero()),
+        keepalive_max: s.keepalive_max,
+        auth_timeout: s.auth_timeout,
+        http_header_timeout: s.http_header_timeout,
+        tls_hello_timeout: s.tls_hello_timeout,
+        channel_open_timeout: s.channel_open_timeout,
+        close_grace: s.close_grace,
+        max_endpoints_per_connection: s.max_endpoints_per_connection,
+        max_connections_per_key: s.max_connections_per_key,
+        max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,
+        max_visitors_per_endpoint: s.max_visitors_per_endpoint,
+        channel_window: s.channel_window,
+    })
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    // to_canonical: ::ffff:127.0.0.1 is loopback too.
+    ip.to_canonical().is_loopback()
+}
+
+#[cfg(test)]
+mod tests;

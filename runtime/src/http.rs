@@ -23,7 +23,7 @@ use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
 
 use crate::driver::{ConnectionGone, Driver, NoTarget, Target};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
-use crate::net::{Listener, Net, Stream};
+use crate::net::{ByteStream, Listener, Net};
 use crate::tcp::OpenError;
 
 /// What a visitor gets back: the local service's body streamed, or our short text.
@@ -51,7 +51,7 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
 }
 
 /// Serves one visitor connection (plain, or already TLS-terminated with `scheme` "https").
-pub async fn serve_connection<N: Net, S: Stream>(
+pub async fn serve_connection<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     stream: S,
     peer: SocketAddr,

@@ -16,7 +16,7 @@ use tunnel_core::command::EndpointKind;
 use tunnel_core::{read_client_hello, ClientHello};
 
 use crate::driver::{Driver, NoTarget, Target};
-use crate::net::{Listener, Net, Stream};
+use crate::net::{ByteStream, Listener, Net};
 
 /// How long a visitor has to send its ClientHello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +117,7 @@ async fn serve_connection<N: Net>(
     }
 }
 
-async fn refuse(mut stream: impl Stream) {
+async fn refuse(mut stream: impl ByteStream) {
     let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
     let _ = stream.shutdown().await;
 }

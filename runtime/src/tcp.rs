@@ -10,7 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tunnel_core::Route;
 
 use crate::driver::{ConnectionGone, Driver, Target};
-use crate::net::{Listener, Net, Stream};
+use crate::net::{ByteStream, Listener, Net};
 use crate::proxy_header;
 
 /// Piping buffer per direction: large enough for full-size SSH packets, small enough that a
@@ -97,7 +97,7 @@ pub async fn open_and_pipe<N: Net>(
     route: &Route,
     handle: &Handle,
     gone: ConnectionGone,
-    visitor: impl Stream,
+    visitor: impl ByteStream,
     peer: SocketAddr,
     prefix: Vec<u8>,
 ) {
@@ -157,7 +157,7 @@ pub async fn open_channel<N: Net>(
 /// faster than the other takes it.
 pub async fn pipe<N: Net>(
     driver: &Driver<N>,
-    mut visitor: impl Stream,
+    mut visitor: impl ByteStream,
     mut channel: impl tokio::io::AsyncRead + AsyncWrite + Unpin,
     prefix: Vec<u8>,
     gone: ConnectionGone,

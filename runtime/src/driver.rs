@@ -12,7 +12,7 @@ use russh::server::Handle;
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tunnel_core::{
-    Action, Address, ConnId, EndpointId, Gateway, Input, Reply, RequestId, Route, Stream,
+    Action, Address, ConnId, EndpointId, Gateway, Input, OutputStream, Reply, RequestId, Route,
 };
 
 use crate::net::Net;
@@ -39,11 +39,11 @@ pub enum Outgoing {
         pty: bool,
     },
     /// One line for stdout or stderr.
-    Print(Stream, String),
+    Print(OutputStream, String),
     /// The exit status.
     Exit(u32),
-    /// End the session and the connection.
-    Close,
+    /// End the session and the connection with this disconnect message.
+    Close(String),
 }
 
 /// Room for lines per connection before new ones are dropped (a client that stopped reading must
@@ -119,6 +119,8 @@ pub enum NoTarget {
 pub struct Answers {
     /// The auth decision, for `AuthRequested`.
     pub auth: Option<bool>,
+    /// The session channel decision, for `SessionRequested`.
+    pub session: Option<bool>,
     /// Replies to global requests.
     pub replies: Vec<(RequestId, Reply)>,
     /// Whether the core closed the connection (for `ConnectionOpened`).
@@ -301,6 +303,7 @@ impl<N: Net> Driver<N> {
         for action in actions {
             match action {
                 Action::Auth { accepted, .. } => answers.auth = Some(accepted),
+                Action::SessionAnswer { accepted, .. } => answers.session = Some(accepted),
                 Action::Reply { request, reply, .. } => answers.replies.push((request, reply)),
                 Action::Bind { endpoint, port } => binds.push((endpoint, port)),
                 Action::Unbind { endpoint, port } => {
@@ -314,10 +317,10 @@ impl<N: Net> Driver<N> {
                 }
                 Action::RouteAdded(route) => {
                     tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
-                    let limit = state.gateway.config().limits.visitors_per_endpoint;
-                    state
-                        .visitor_permits
-                        .insert(route.endpoint, Arc::new(Semaphore::new(limit)));
+                    state.visitor_permits.insert(
+                        route.endpoint,
+                        Arc::new(Semaphore::new(route.visitor_limit())),
+                    );
                     if let Address::Port(port) = route.address {
                         if let Some(ListenerSlot::Bound(listener)) =
                             state.listeners.remove(&route.endpoint)
@@ -344,10 +347,11 @@ impl<N: Net> Driver<N> {
                     state.outgoing(conn, Outgoing::Print(stream, line));
                 }
                 Action::Exit { conn, status } => state.outgoing(conn, Outgoing::Exit(status)),
-                Action::Close { conn } => {
+                Action::Close { conn, message } => {
                     answers.closed = true;
-                    state.outgoing(conn, Outgoing::Close);
+                    state.outgoing(conn, Outgoing::Close(message));
                 }
+                other => tracing::warn!(?other, "action not understood by this runtime"),
             }
         }
         binds
@@ -430,9 +434,6 @@ pub async fn run_outbox(
     close_grace: Duration,
 ) {
     let mut session: Option<(russh::ChannelId, bool)> = None;
-    // A line for a connection without a session channel (`ssh -N`) goes out with the
-    // disconnect, which OpenSSH shows.
-    let mut unsaid = String::from("closed by the tunnel server");
     let mut next = None;
     loop {
         let message = match next.take() {
@@ -445,10 +446,8 @@ pub async fn run_outbox(
         match message {
             Outgoing::Session { channel, pty } => session = Some((channel, pty)),
             Outgoing::Print(stream, mut line) => {
+                // The core prints only to an open session.
                 let Some((channel, pty)) = session else {
-                    if stream == Stream::Stderr {
-                        unsaid = line;
-                    }
                     continue;
                 };
                 let end = if pty { "\r\n" } else { "\n" };
@@ -470,8 +469,8 @@ pub async fn run_outbox(
                     }
                 }
                 let sent = match stream {
-                    Stream::Stdout => handle.data(channel, line).await,
-                    Stream::Stderr => handle.extended_data(channel, 1, line).await,
+                    OutputStream::Stdout => handle.data(channel, line).await,
+                    OutputStream::Stderr => handle.extended_data(channel, 1, line).await,
                 };
                 if sent.is_err() {
                     return;
@@ -482,7 +481,7 @@ pub async fn run_outbox(
                     let _ = handle.exit_status_request(channel, status).await;
                 }
             }
-            Outgoing::Close => {
+            Outgoing::Close(message) => {
                 if let Some((channel, _)) = session {
                     let _ = handle.eof(channel).await;
                     let _ = handle.close(channel).await;
@@ -494,7 +493,7 @@ pub async fn run_outbox(
                     .await;
                 }
                 let _ = handle
-                    .disconnect(russh::Disconnect::ByApplication, unsaid, String::new())
+                    .disconnect(russh::Disconnect::ByApplication, message, String::new())
                     .await;
                 return;
             }

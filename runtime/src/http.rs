@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use russh::server::Handle;
 use tokio::sync::Mutex;
-use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
+use tunnel_core::{EndpointId, Input, Route};
 
 use crate::driver::{ConnectionGone, Driver, NoTarget, Target};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
@@ -166,19 +166,17 @@ impl<N: Net> Visitor<N> {
         gone: ConnectionGone,
     ) -> Response<ResponseBody> {
         let options = route.policy.http().expect("caller checked the kind");
-        if !route.allows(self.peer.ip()) {
-            return text(StatusCode::FORBIDDEN, "forbidden\n");
-        }
         let authorization = request.headers().get(header::AUTHORIZATION);
-        if !basic_auth_allows(
-            &options.basic_auth,
-            authorization.map(HeaderValue::as_bytes),
-        ) {
-            let mut response = text(StatusCode::UNAUTHORIZED, "authentication required\n");
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"tunnel\", charset=\"UTF-8\""),
-            );
+        if let Err(refusal) =
+            route.admit_request(self.peer.ip(), authorization.map(HeaderValue::as_bytes))
+        {
+            let mut response = text(StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &refusal.page());
+            if let Some(challenge) = refusal.www_authenticate() {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
             return response;
         }
         let upgrade = wants_upgrade(request.headers());

@@ -89,7 +89,7 @@ async fn serve_connection<N: Net>(
     };
     match route.policy.kind() {
         EndpointKind::Tls => {
-            if !route.allows(peer.ip()) {
+            if route.admit_connection(peer.ip()).is_err() {
                 return;
             }
             let mut prefix = route

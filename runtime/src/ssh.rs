@@ -123,15 +123,18 @@ impl<N: Net> Handler for SshHandler<N> {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // One session per connection: it is where the command and its output live.
-        if self.session.is_some() {
+        let answers = self
+            .driver
+            .submit(Input::SessionRequested { conn: self.conn })
+            .await;
+        if answers.session == Some(true) {
+            reply.accept().await;
+            self.session = Some(channel);
+        } else {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
-            return Ok(());
         }
-        reply.accept().await;
-        self.session = Some(channel);
         Ok(())
     }
 

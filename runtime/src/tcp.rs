@@ -77,8 +77,8 @@ async fn serve_visitor<N: Net>(
     else {
         return;
     };
-    if !route.allows(peer.ip()) {
-        tracing::debug!(%peer, port, "visitor refused by cidr rules");
+    if let Err(refusal) = route.admit_connection(peer.ip()) {
+        tracing::debug!(%peer, port, %refusal, "visitor refused");
         return;
     }
     let prefix = route

@@ -21,7 +21,8 @@ use russh::server::Handle;
 use tokio::sync::Mutex;
 use tunnel_core::{EndpointId, Input, Route};
 
-use crate::driver::{ConnectionGone, Driver, NoTarget, Target};
+use crate::admission::{NoTarget, Target};
+use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
 use crate::net::{ByteStream, Listener, Net};
 use crate::tcp::OpenError;

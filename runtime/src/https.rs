@@ -15,7 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use tunnel_core::command::EndpointKind;
 use tunnel_core::{read_client_hello, ClientHello};
 
-use crate::driver::{Driver, NoTarget, Target};
+use crate::admission::{NoTarget, Target};
+use crate::driver::Driver;
 use crate::net::{ByteStream, Listener, Net};
 
 /// How long a visitor has to send its ClientHello.

@@ -9,7 +9,8 @@ use russh::{Channel, ChannelId};
 use tokio::sync::mpsc;
 use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 
-use crate::driver::{run_outbox, Driver, Outgoing, OUTBOX_CAPACITY};
+use crate::driver::Driver;
+use crate::session_writer::{run_outbox, Outgoing, OUTBOX_CAPACITY};
 use crate::keys::fingerprint;
 use crate::net::{Listener, Net};
 use crate::read_buffer::ReadBuffered;

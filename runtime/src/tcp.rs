@@ -9,7 +9,8 @@ use russh::server::Handle;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tunnel_core::Route;
 
-use crate::driver::{ConnectionGone, Driver, Target};
+use crate::admission::Target;
+use crate::driver::{ConnectionGone, Driver};
 use crate::net::{ByteStream, Listener, Net};
 use crate::proxy_header;
 

@@ -58,26 +58,42 @@ pub(crate) struct State<L> {
     pub(crate) visitor_permits: HashMap<EndpointId, Arc<Semaphore>>,
 }
 
-/// What a handler call gets back synchronously.
+/// What a handler call gets back synchronously: the core's answers, each kept with the
+/// connection it is for (request ids are unique only within one connection).
 #[derive(Debug, Default)]
 pub struct Answers {
-    /// The auth decision, for `AuthRequested`.
-    pub auth: Option<bool>,
-    /// The session channel decision, for `SessionRequested`.
-    pub session: Option<bool>,
-    /// Replies to global requests.
-    pub replies: Vec<(RequestId, Reply)>,
-    /// Whether the core closed the connection (for `ConnectionOpened`).
-    pub closed: bool,
+    auths: Vec<(ConnId, bool)>,
+    sessions: Vec<(ConnId, bool)>,
+    replies: Vec<(ConnId, RequestId, Reply)>,
+    closed: Vec<ConnId>,
 }
 
 impl Answers {
-    /// The reply to `request`; a missing one is a refusal.
-    pub fn reply(&self, request: RequestId) -> Reply {
+    /// Whether `conn`'s key is accepted; no answer is a rejection.
+    pub fn auth(&self, conn: ConnId) -> bool {
+        self.auths
+            .iter()
+            .any(|&(c, accepted)| c == conn && accepted)
+    }
+
+    /// Whether `conn` may open its session channel; no answer is a refusal.
+    pub fn session(&self, conn: ConnId) -> bool {
+        self.sessions
+            .iter()
+            .any(|&(c, accepted)| c == conn && accepted)
+    }
+
+    /// The reply to `conn`'s global request `request`; no answer is a refusal.
+    pub fn reply(&self, conn: ConnId, request: RequestId) -> Reply {
         self.replies
             .iter()
-            .find(|(r, _)| *r == request)
-            .map_or(Reply::Refused, |(_, reply)| *reply)
+            .find(|&&(c, r, _)| c == conn && r == request)
+            .map_or(Reply::Refused, |&(_, _, reply)| reply)
+    }
+
+    /// Whether the core closed `conn`.
+    pub fn closed(&self, conn: ConnId) -> bool {
+        self.closed.contains(&conn)
     }
 }
 
@@ -232,9 +248,15 @@ impl<N: Net> Driver<N> {
         let mut binds = Vec::new();
         for action in actions {
             match action {
-                Action::Auth { accepted, .. } => answers.auth = Some(accepted),
-                Action::SessionAnswer { accepted, .. } => answers.session = Some(accepted),
-                Action::Reply { request, reply, .. } => answers.replies.push((request, reply)),
+                Action::Auth { conn, accepted } => answers.auths.push((conn, accepted)),
+                Action::SessionAnswer { conn, accepted } => {
+                    answers.sessions.push((conn, accepted));
+                }
+                Action::Reply {
+                    conn,
+                    request,
+                    reply,
+                } => answers.replies.push((conn, request, reply)),
                 Action::Bind { endpoint, port } => binds.push((endpoint, port)),
                 Action::Unbind { endpoint, port } => {
                     // A listener not accepting yet closes here; a running one when its task goes.
@@ -278,7 +300,7 @@ impl<N: Net> Driver<N> {
                 }
                 Action::Exit { conn, status } => state.outgoing(conn, Outgoing::Exit(status)),
                 Action::Close { conn, message } => {
-                    answers.closed = true;
+                    answers.closed.push(conn);
                     state.outgoing(conn, Outgoing::Close(message));
                 }
                 other => tracing::warn!(?other, "action not understood by this runtime"),
@@ -286,7 +308,6 @@ impl<N: Net> Driver<N> {
         }
         binds
     }
-
 }
 
 impl<L> State<L> {
@@ -295,10 +316,28 @@ impl<L> State<L> {
             deliver(link.outbox.clone(), message);
         }
     }
-
 }
 
 fn drain(gateway: &mut Gateway) -> Vec<Action> {
     std::iter::from_fn(|| gateway.poll_action()).collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_found_only_by_its_own_connection() {
+        let (a, b) = (ConnId::from_raw(1), ConnId::from_raw(2));
+        let request = RequestId::from_raw(1);
+        let answers = Answers {
+            replies: vec![(b, request, Reply::Granted { port: Some(20001) })],
+            ..Answers::default()
+        };
+        assert_eq!(answers.reply(a, request), Reply::Refused);
+        assert_eq!(
+            answers.reply(b, request),
+            Reply::Granted { port: Some(20001) }
+        );
+    }
+}

@@ -171,7 +171,11 @@ impl<N: Net> Visitor<N> {
         if let Err(refusal) =
             route.admit_request(self.peer.ip(), authorization.map(HeaderValue::as_bytes))
         {
-            let mut response = text(StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &refusal.page());
+            let mut response = text(
+                StatusCode::from_u16(refusal.http_status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &refusal.page(),
+            );
             if let Some(challenge) = refusal.www_authenticate() {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

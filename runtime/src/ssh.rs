@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 
 use crate::driver::Driver;
-use crate::session_writer::{run_outbox, Outgoing, OUTBOX_CAPACITY};
 use crate::keys::fingerprint;
 use crate::net::{Listener, Net};
 use crate::read_buffer::ReadBuffered;
+use crate::session_writer::{run_outbox, Outgoing, OUTBOX_CAPACITY};
 
 /// Accepts SSH connections until the listener fails for good.
 pub async fn serve<N: Net>(
@@ -52,7 +52,7 @@ async fn run_connection<N: Net>(
     if driver
         .submit(Input::ConnectionOpened { conn, peer })
         .await
-        .closed
+        .closed(conn)
     {
         driver.submit(Input::ConnectionClosed { conn }).await;
         return;
@@ -112,9 +112,10 @@ impl<N: Net> Handler for SshHandler<N> {
             user: user.to_owned(),
             key: KeyFingerprint::new(fingerprint(key.public_key)),
         };
-        Ok(match self.driver.submit(input).await.auth {
-            Some(true) => Auth::Accept,
-            _ => Auth::reject(),
+        Ok(if self.driver.submit(input).await.auth(self.conn) {
+            Auth::Accept
+        } else {
+            Auth::reject()
         })
     }
 
@@ -128,7 +129,7 @@ impl<N: Net> Handler for SshHandler<N> {
             .driver
             .submit(Input::SessionRequested { conn: self.conn })
             .await;
-        if answers.session == Some(true) {
+        if answers.session(self.conn) {
             reply.accept().await;
             self.session = Some(channel);
         } else {
@@ -204,7 +205,7 @@ impl<N: Net> Handler for SshHandler<N> {
                 port: *port,
             })
             .await;
-        Ok(match answers.reply(request) {
+        Ok(match answers.reply(self.conn, request) {
             Reply::Granted { port: allocated } => {
                 if let Some(allocated) = allocated {
                     *port = allocated;
@@ -231,7 +232,10 @@ impl<N: Net> Handler for SshHandler<N> {
                 port,
             })
             .await;
-        Ok(matches!(answers.reply(request), Reply::Granted { .. }))
+        Ok(matches!(
+            answers.reply(self.conn, request),
+            Reply::Granted { .. }
+        ))
     }
 
     async fn data(

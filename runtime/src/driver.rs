@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::server::Handle;
-use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tunnel_core::{Action, Address, ConnId, EndpointId, Gateway, Input, Reply, RequestId};
 
 use crate::listeners::ListenerSlot;
 use crate::net::Net;
-use crate::session_writer::{deliver, Outgoing};
+use crate::session_writer::{Outbox, Outgoing};
 
 /// What the adapter needs besides the core's decisions.
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ pub struct DriverSettings {
 
 pub(crate) struct ConnLink {
     pub(crate) handle: Option<Handle>,
-    outbox: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
     /// Dropped with the link when the connection ends, which ends every visitor stream on it.
     _alive: watch::Sender<()>,
     pub(crate) alive: watch::Receiver<()>,
@@ -157,7 +157,7 @@ impl<N: Net> Driver<N> {
     }
 
     /// Registers a new connection's outbox before any input names it.
-    pub fn register(&self, conn: ConnId, outbox: mpsc::Sender<Outgoing>) {
+    pub fn register(&self, conn: ConnId, outbox: Outbox) {
         let (alive_tx, alive) = watch::channel(());
         self.lock().conns.insert(
             conn,
@@ -313,7 +313,7 @@ impl<N: Net> Driver<N> {
 impl<L> State<L> {
     pub(crate) fn outgoing(&self, conn: ConnId, message: Outgoing) {
         if let Some(link) = self.conns.get(&conn) {
-            deliver(link.outbox.clone(), message);
+            link.outbox.send(message);
         }
     }
 }

@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use russh::server::{Auth, Handler, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
-use tokio::sync::mpsc;
 use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 
 use crate::driver::Driver;
 use crate::keys::fingerprint;
 use crate::net::{Listener, Net};
 use crate::read_buffer::ReadBuffered;
-use crate::session_writer::{run_outbox, Outgoing, OUTBOX_CAPACITY};
+use crate::session_writer::{outbox, run_session_writer, Outgoing};
 
 /// Accepts SSH connections until the listener fails for good.
 pub async fn serve<N: Net>(
@@ -47,7 +46,7 @@ async fn run_connection<N: Net>(
     peer: SocketAddr,
     conn: ConnId,
 ) {
-    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let (outbox, outbox_reader) = outbox();
     driver.register(conn, outbox);
     if driver
         .submit(Input::ConnectionOpened { conn, peer })
@@ -69,7 +68,7 @@ async fn run_connection<N: Net>(
             let handle = session.handle();
             driver.set_handle(conn, handle.clone());
             let grace = driver.settings().close_grace;
-            tokio::spawn(run_outbox(handle, outbox_rx, grace));
+            tokio::spawn(run_session_writer(handle, outbox_reader, grace));
             if let Err(error) = session.await {
                 tracing::debug!(%conn, %peer, %error, "ssh connection ended with an error");
             }

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::server::Handle;
-use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify};
 use tunnel_core::{Action, Address, ConnId, EndpointId, Gateway, Input, Reply, RequestId};
 
+use crate::admission::VisitorLimits;
 use crate::listeners::ListenerSlot;
 use crate::net::Net;
 use crate::session_writer::{Outbox, Outgoing};
@@ -54,8 +55,7 @@ pub(crate) struct State<L> {
     /// Ports whose listener was unbound but may not be closed yet: an abort is asynchronous, and
     /// the next bind of the port (a takeover, a reconnect) must wait for it.
     pub(crate) closing: HashMap<u16, oneshot::Receiver<()>>,
-    /// One per live route: the endpoint's visitor limit.
-    pub(crate) visitor_permits: HashMap<EndpointId, Arc<Semaphore>>,
+    pub(crate) visitor_limits: VisitorLimits,
 }
 
 /// What a handler call gets back synchronously: the core's answers, each kept with the
@@ -130,7 +130,7 @@ impl<N: Net> Driver<N> {
                 conns: HashMap::new(),
                 listeners: HashMap::new(),
                 closing: HashMap::new(),
-                visitor_permits: HashMap::new(),
+                visitor_limits: VisitorLimits::default(),
             }),
             net,
             settings,
@@ -269,10 +269,7 @@ impl<N: Net> Driver<N> {
                 }
                 Action::RouteAdded(route) => {
                     tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
-                    state.visitor_permits.insert(
-                        route.endpoint,
-                        Arc::new(Semaphore::new(route.visitor_limit())),
-                    );
+                    state.visitor_limits.route_added(&route);
                     if let Address::Port(port) = route.address {
                         if let Some(ListenerSlot::Bound(listener)) =
                             state.listeners.remove(&route.endpoint)
@@ -293,7 +290,7 @@ impl<N: Net> Driver<N> {
                 }
                 Action::RouteRemoved(endpoint) => {
                     tracing::debug!(%endpoint, "route removed");
-                    state.visitor_permits.remove(&endpoint);
+                    state.visitor_limits.route_removed(endpoint);
                 }
                 Action::Print { conn, stream, line } => {
                     state.outgoing(conn, Outgoing::Print(stream, line));

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tunnel_core::command::EndpointKind;
 use tunnel_core::{read_client_hello, ClientHello};
 
-use crate::admission::{NoTarget, Target};
+use crate::admission::Admitted;
 use crate::driver::Driver;
 use crate::net::{ByteStream, Listener, Net};
 
@@ -78,21 +78,22 @@ async fn serve_connection<N: Net>(
         // Not TLS, a visitor that left, or one too slow: nothing to say.
         _ => return,
     };
-    let (route, handle, permit, gone) = match driver.target_by_host(&name) {
-        Ok(Target {
-            route,
-            handle,
-            permit,
-            gone,
-        }) => (route, handle, permit, gone),
-        Err(NoTarget::Unknown) => return refuse(stream).await,
-        Err(NoTarget::Busy) => return,
+    // A name that reaches no endpoint this listener serves: the handshake fails as TLS says.
+    let Ok(visit) = driver.visit_by_sni(&name) else {
+        return refuse(stream).await;
     };
-    match route.policy.kind() {
+    match visit.route.policy.kind() {
         EndpointKind::Tls => {
-            if route.admit_connection(peer.ip()).is_err() {
-                return;
-            }
+            let Admitted {
+                route,
+                handle,
+                permit: _permit,
+                gone,
+            } = match visit.admit_connection(peer.ip()) {
+                Ok(admitted) => admitted,
+                // tls visitors are refused by closing their connection.
+                Err(refusal) => return tracing::debug!(%peer, %refusal, "tls visitor refused"),
+            };
             let mut prefix = route
                 .policy
                 .proxy_protocol()
@@ -101,9 +102,9 @@ async fn serve_connection<N: Net>(
             prefix.extend_from_slice(&received);
             crate::tcp::open_and_pipe(&driver, &route, &handle, gone, stream, peer, prefix).await;
         }
+        // Terminated here; each request is then admitted like one on the http listener.
         EndpointKind::Http => {
-            // Terminated http is limited per request, like plain http.
-            drop(permit);
+            drop(visit);
             let replayed = Replayed {
                 prefix: received,
                 offset: 0,
@@ -114,6 +115,7 @@ async fn serve_connection<N: Net>(
                 Err(error) => tracing::debug!(%peer, %error, "tls handshake failed"),
             }
         }
+        // The core routes no tcp endpoint by name.
         EndpointKind::Tcp => refuse(stream).await,
     }
 }

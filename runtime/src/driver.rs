@@ -1,6 +1,8 @@
-//! Executes what the core decides. The [`Gateway`] sits in a mutex held only around one
-//! `handle` plus the drain of its actions (never across an `.await`); actions are then carried
-//! out without the lock: listeners bound and dropped, lines and exit statuses sent to sessions.
+//! Runs the core. The [`Gateway`] sits in a mutex held only around one `handle` plus the drain
+//! of its actions (never across an `.await`); the actions are then carried out by the part that
+//! owns them: tcp listeners in [`crate::listeners`], visitor limits in [`crate::admission`],
+//! session lines, exit statuses and disconnects in [`crate::session_writer`], and the answers a
+//! handler must give back to russh in [`Answers`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,11 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::server::Handle;
-use tokio::sync::{oneshot, watch, Notify};
-use tunnel_core::{Action, Address, ConnId, EndpointId, Gateway, Input, Reply, RequestId};
+use tokio::sync::{watch, Notify};
+use tunnel_core::{Action, ConnId, EndpointId, Gateway, Input, Reply, RequestId};
 
 use crate::admission::VisitorLimits;
-use crate::listeners::ListenerSlot;
+use crate::listeners::Listeners;
 use crate::net::Net;
 use crate::session_writer::{Outbox, Outgoing};
 
@@ -51,10 +53,7 @@ impl ConnectionGone {
 pub(crate) struct State<L> {
     pub(crate) gateway: Gateway,
     pub(crate) conns: HashMap<ConnId, ConnLink>,
-    pub(crate) listeners: HashMap<EndpointId, ListenerSlot<L>>,
-    /// Ports whose listener was unbound but may not be closed yet: an abort is asynchronous, and
-    /// the next bind of the port (a takeover, a reconnect) must wait for it.
-    pub(crate) closing: HashMap<u16, oneshot::Receiver<()>>,
+    pub(crate) listeners: Listeners<L>,
     pub(crate) visitor_limits: VisitorLimits,
 }
 
@@ -128,8 +127,7 @@ impl<N: Net> Driver<N> {
             state: Mutex::new(State {
                 gateway,
                 conns: HashMap::new(),
-                listeners: HashMap::new(),
-                closing: HashMap::new(),
+                listeners: Listeners::default(),
                 visitor_limits: VisitorLimits::default(),
             }),
             net,
@@ -187,11 +185,15 @@ impl<N: Net> Driver<N> {
     /// port the host really gave us (the core answers once the bind is reported).
     pub async fn submit(self: &Arc<Self>, input: Input) -> Answers {
         let mut answers = Answers::default();
-        if let Input::ConnectionClosed { conn } = &input {
-            self.lock().conns.remove(conn);
-        }
-        self.run(|gateway| gateway.handle(now(), input), &mut answers)
-            .await;
+        let mutate = |state: &mut State<N::Listener>| {
+            // The link goes in the same lock as the connection's routes, so no visitor finds a
+            // route whose connection is gone.
+            if let Input::ConnectionClosed { conn } = &input {
+                state.conns.remove(conn);
+            }
+            state.gateway.handle(now(), input);
+        };
+        self.run(mutate, &mut answers).await;
         answers
     }
 
@@ -213,17 +215,21 @@ impl<N: Net> Driver<N> {
                 }
             }
             let mut answers = Answers::default();
-            self.run(|gateway| gateway.handle_timeout(now()), &mut answers)
-                .await;
+            let mutate = |state: &mut State<N::Listener>| state.gateway.handle_timeout(now());
+            self.run(mutate, &mut answers).await;
         }
     }
 
     /// One mutation of the core, then its actions carried out, binds answered in order until the
     /// core asks for nothing more.
-    async fn run(self: &Arc<Self>, mutate: impl FnOnce(&mut Gateway), answers: &mut Answers) {
+    async fn run(
+        self: &Arc<Self>,
+        mutate: impl FnOnce(&mut State<N::Listener>),
+        answers: &mut Answers,
+    ) {
         let mut binds = {
             let mut state = self.lock();
-            mutate(&mut state.gateway);
+            mutate(&mut state);
             let actions = drain(&mut state.gateway);
             self.execute(&mut state, actions, answers)
         };
@@ -258,35 +264,11 @@ impl<N: Net> Driver<N> {
                     reply,
                 } => answers.replies.push((conn, request, reply)),
                 Action::Bind { endpoint, port } => binds.push((endpoint, port)),
-                Action::Unbind { endpoint, port } => {
-                    // A listener not accepting yet closes here; a running one when its task goes.
-                    if let Some(ListenerSlot::Running { task, closed }) =
-                        state.listeners.remove(&endpoint)
-                    {
-                        task.abort();
-                        state.closing.insert(port, closed);
-                    }
-                }
+                Action::Unbind { endpoint, port } => state.listeners.unbind(endpoint, port),
                 Action::RouteAdded(route) => {
                     tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
                     state.visitor_limits.route_added(&route);
-                    if let Address::Port(port) = route.address {
-                        if let Some(ListenerSlot::Bound(listener)) =
-                            state.listeners.remove(&route.endpoint)
-                        {
-                            let (closed_tx, closed) = oneshot::channel();
-                            let task = tokio::spawn(crate::tcp::serve_listener(
-                                Arc::clone(self),
-                                listener,
-                                port,
-                                closed_tx,
-                            ));
-                            let task = task.abort_handle();
-                            state
-                                .listeners
-                                .insert(route.endpoint, ListenerSlot::Running { task, closed });
-                        }
-                    }
+                    self.start_accepting(&mut state.listeners, &route);
                 }
                 Action::RouteRemoved(endpoint) => {
                     tracing::debug!(%endpoint, "route removed");

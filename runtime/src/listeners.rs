@@ -1,17 +1,33 @@
 //! Tcp endpoint listeners: bound before the forward's reply, accepting once the route is live,
 //! and closed for good before their port is bound again.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
-use tunnel_core::{EndpointId, Input};
+use tunnel_core::{Address, EndpointId, Input, Route};
 
 use crate::driver::Driver;
 use crate::net::Net;
 
-pub(crate) enum ListenerSlot<L> {
+/// How long a bind waits for the port's previous listener to close. Its accept task is aborted
+/// already, so this resolves at once; the bound only keeps a bug from hanging the bind.
+const PREVIOUS_LISTENER_CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+/// Every tcp endpoint listener, by endpoint, and the ports still being let go.
+pub(crate) struct Listeners<L> {
+    slots: HashMap<EndpointId, ListenerSlot<L>>,
+    /// Ports whose listener was unbound but may not be closed yet: an abort is asynchronous, and
+    /// the next bind of the port (a takeover, a reconnect) must wait for it.
+    closing: HashMap<u16, oneshot::Receiver<()>>,
+}
+
+enum ListenerSlot<L> {
+    /// The bind is under way.
+    Binding,
     /// Bound, not accepting yet: until its route is live, visitors wait in the kernel's backlog
     /// (their connect succeeds) for the command to say what the endpoint is.
     Bound(L),
@@ -22,26 +38,86 @@ pub(crate) enum ListenerSlot<L> {
     },
 }
 
+impl<L> Default for Listeners<L> {
+    fn default() -> Self {
+        Self {
+            slots: HashMap::new(),
+            closing: HashMap::new(),
+        }
+    }
+}
+
+impl<L> Listeners<L> {
+    /// Carries out an `Unbind`: a listener not accepting yet closes here, a running one once its
+    /// task is gone, and one still binding as soon as its bind completes.
+    pub(crate) fn unbind(&mut self, endpoint: EndpointId, port: u16) {
+        if let Some(ListenerSlot::Running { task, closed }) = self.slots.remove(&endpoint) {
+            task.abort();
+            self.closing.insert(port, closed);
+        }
+    }
+}
+
 impl<N: Net> Driver<N> {
-    /// Binds a tcp endpoint's listener; the result is the core's next input.
+    /// Carries out a `Bind`; the result is the core's next input.
     pub(crate) async fn bind(&self, endpoint: EndpointId, port: u16) -> Input {
-        let closing = self.lock().closing.remove(&port);
+        let closing = {
+            let mut state = self.lock();
+            state
+                .listeners
+                .slots
+                .insert(endpoint, ListenerSlot::Binding);
+            state.listeners.closing.remove(&port)
+        };
         if let Some(closed) = closing {
-            // Resolves when the old accept task is dropped; the bound only guards against a bug.
-            let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+            let _ = tokio::time::timeout(PREVIOUS_LISTENER_CLOSE_BOUND, closed).await;
         }
         let addr = SocketAddr::new(self.settings.tcp_bind_ip, port);
         match self.net.bind(addr).await {
             Ok(listener) => {
-                self.lock()
-                    .listeners
-                    .insert(endpoint, ListenerSlot::Bound(listener));
+                let mut state = self.lock();
+                match state.listeners.slots.get_mut(&endpoint) {
+                    Some(slot @ ListenerSlot::Binding) => *slot = ListenerSlot::Bound(listener),
+                    // Unbound while binding (its connection ended): the core ignores this
+                    // answer, and the listener closes here.
+                    _ => drop(listener),
+                }
                 Input::Bound { endpoint }
             }
             Err(error) => {
                 tracing::warn!(%addr, %error, "tcp endpoint bind failed");
+                self.lock().listeners.slots.remove(&endpoint);
                 Input::BindFailed { endpoint }
             }
+        }
+    }
+
+    /// A tcp route went live: its bound listener starts accepting.
+    pub(crate) fn start_accepting(
+        self: &Arc<Self>,
+        listeners: &mut Listeners<N::Listener>,
+        route: &Route,
+    ) {
+        let Address::Port(port) = route.address else {
+            return;
+        };
+        match listeners.slots.remove(&route.endpoint) {
+            Some(ListenerSlot::Bound(listener)) => {
+                let (closed_tx, closed) = oneshot::channel();
+                let task = tokio::spawn(crate::tcp::serve_listener(
+                    Arc::clone(self),
+                    listener,
+                    port,
+                    closed_tx,
+                ))
+                .abort_handle();
+                let running = ListenerSlot::Running { task, closed };
+                listeners.slots.insert(route.endpoint, running);
+            }
+            Some(other) => {
+                listeners.slots.insert(route.endpoint, other);
+            }
+            None => {}
         }
     }
 }

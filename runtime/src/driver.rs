@@ -24,7 +24,11 @@ use crate::session_writer::{Outbox, Outgoing};
 pub struct DriverSettings {
     /// The address tcp endpoint listeners bind on.
     pub tcp_bind_ip: IpAddr,
-    /// How long a `forwarded-tcpip` channel open may take before the visitor is dropped.
+    /// How long an HTTP visitor may take to send a request head.
+    pub http_header_timeout: Duration,
+    /// How long an https visitor may take to send its ClientHello.
+    pub tls_hello_timeout: Duration,
+    /// How long a `forwarded-tcpip` channel open may take before the visitor is refused.
     pub channel_open_timeout: Duration,
     /// After a session's exit status, how long the client gets to hang up before we do.
     pub close_grace: Duration,

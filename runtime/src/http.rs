@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -31,8 +30,7 @@ use crate::net::{ByteStream, Listener, Net};
 /// What a visitor gets back: the local service's body streamed, or our short text.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 
-/// Limits on what a visitor may send before we answer.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Limits on what a visitor may send before we answer (the time limit is a setting).
 const MAX_HEADERS: usize = 100;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_H2_STREAMS: u32 = 100;
@@ -59,6 +57,7 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
     peer: SocketAddr,
     scheme: &'static str,
 ) {
+    let header_timeout = driver.settings().http_header_timeout;
     let visitor = Arc::new(Visitor {
         driver,
         peer,
@@ -73,7 +72,7 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
     builder

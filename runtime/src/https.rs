@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsAcceptor;
@@ -18,9 +17,6 @@ use tunnel_core::{read_client_hello, ClientHello};
 use crate::admission::Admitted;
 use crate::driver::Driver;
 use crate::net::{ByteStream, Listener, Net};
-
-/// How long a visitor has to send its ClientHello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A fatal `unrecognized_name` alert (RFC 8446 §6.2, RFC 6066 §3), sent in a plaintext record
 /// because no handshake ever started.
@@ -59,7 +55,7 @@ async fn serve_connection<N: Net>(
     local: SocketAddr,
 ) {
     let mut received = Vec::with_capacity(2048);
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+    let hello = tokio::time::timeout(driver.settings().tls_hello_timeout, async {
         loop {
             match read_client_hello(&received) {
                 ClientHello::NeedMore => {}

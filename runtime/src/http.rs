@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1 as client;
 use hyper::header::{self, HeaderValue};
 use hyper::http::uri::Authority;
+use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -40,7 +41,12 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(Arc::clone(&driver), stream, peer, "http"));
+                tokio::spawn(serve_connection(
+                    Arc::clone(&driver),
+                    stream,
+                    peer,
+                    Scheme::Http,
+                ));
             }
             Err(error) => {
                 tracing::warn!(%error, "http accept failed");
@@ -50,12 +56,32 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     }
 }
 
-/// Serves one visitor connection (plain, or already TLS-terminated with `scheme` "https").
+/// How a visitor reached the server: the value of `X-Forwarded-Proto`, and which HTTP versions
+/// it may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// The plain HTTP listener: HTTP/1.1 only (no h2c).
+    Http,
+    /// TLS terminated on the https listener: HTTP/2 or HTTP/1.1, as ALPN chose.
+    Https,
+}
+
+impl Scheme {
+    /// The `X-Forwarded-Proto` value.
+    pub fn forwarded_proto(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Serves one visitor connection: plain, or already TLS-terminated.
 pub async fn serve_connection<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     stream: S,
     peer: SocketAddr,
-    scheme: &'static str,
+    scheme: Scheme,
 ) {
     let header_timeout = driver.settings().http_header_timeout;
     let visitor = Arc::new(Visitor {
@@ -68,28 +94,37 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
         let visitor = Arc::clone(&visitor);
         async move { Ok::<_, Infallible>(visitor.handle(request).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
-    // Plain HTTP is HTTP/1.1 only; HTTP/2 is negotiated by ALPN on https.
-    let builder = if scheme == "http" {
-        builder.http1_only()
-    } else {
-        builder
+    let io = TokioIo::new(stream);
+    let served = match scheme {
+        // hyper-util's auto builder ignores http1_only() when serving with upgrades: it waits,
+        // with no timer, for a possible HTTP/2 preface (and then speaks h2c). Plain HTTP gets
+        // hyper's HTTP/1 server itself, whose header timer runs from the first byte.
+        Scheme::Http => server_http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await
+            .map_err(Into::into),
+        Scheme::Https => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_H2_STREAMS)
+                .max_header_list_size(MAX_HEAD_BYTES as u32);
+            builder.serve_connection_with_upgrades(io, service).await
+        }
     };
-    if let Err(error) = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await
-    {
+    if let Err(error) = served {
         tracing::debug!(%peer, %error, "http visitor connection ended with an error");
     }
 }
@@ -98,7 +133,7 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
 struct Visitor<N: Net> {
     driver: Arc<Driver<N>>,
     peer: SocketAddr,
-    scheme: &'static str,
+    scheme: Scheme,
     upstream: Mutex<Option<Upstream>>,
 }
 

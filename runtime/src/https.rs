@@ -16,6 +16,7 @@ use tunnel_core::{read_client_hello, ClientHello};
 
 use crate::admission::Admitted;
 use crate::driver::Driver;
+use crate::http::Scheme;
 use crate::net::{ByteStream, Listener, Net};
 
 /// A fatal `unrecognized_name` alert (RFC 8446 §6.2, RFC 6066 §3), sent in a plaintext record
@@ -107,7 +108,7 @@ async fn serve_connection<N: Net>(
                 inner: stream,
             };
             match acceptor.accept(replayed).await {
-                Ok(tls) => crate::http::serve_connection(driver, tls, peer, "https").await,
+                Ok(tls) => crate::http::serve_connection(driver, tls, peer, Scheme::Https).await,
                 Err(error) => tracing::debug!(%peer, %error, "tls handshake failed"),
             }
         }

@@ -121,3 +121,63 @@ impl<N: Net> Driver<N> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::net::Ipv4Addr;
+
+    use rand_core::SeedableRng as _;
+    use tokio::sync::Notify;
+    use tunnel_core::{Gateway, GatewayConfig};
+
+    use super::*;
+    use crate::driver::DriverSettings;
+
+    /// The real network, with binds held until the test lets them finish.
+    #[derive(Clone)]
+    struct HeldBinds(Arc<Notify>);
+
+    impl Net for HeldBinds {
+        type Stream = tokio::net::TcpStream;
+        type Listener = tokio::net::TcpListener;
+
+        async fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+            self.0.notified().await;
+            tokio::net::TcpListener::bind(addr).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listener_unbound_while_binding_is_closed_when_the_bind_completes() {
+        let gate = Arc::new(Notify::new());
+        let gateway = Gateway::new(
+            GatewayConfig::new("localhost", 80, 443),
+            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
+        );
+        let settings = DriverSettings {
+            tcp_bind_ip: Ipv4Addr::LOCALHOST.into(),
+            http_header_timeout: Duration::from_secs(1),
+            tls_hello_timeout: Duration::from_secs(1),
+            channel_open_timeout: Duration::from_secs(1),
+            close_grace: Duration::from_secs(1),
+        };
+        let driver = Driver::new(gateway, HeldBinds(Arc::clone(&gate)), settings);
+        let endpoint = EndpointId::from_raw(7);
+        let binding = tokio::spawn({
+            let driver = Arc::clone(&driver);
+            async move { driver.bind(endpoint, 0).await }
+        });
+        while !driver.lock().listeners.slots.contains_key(&endpoint) {
+            tokio::task::yield_now().await;
+        }
+        driver.lock().listeners.unbind(endpoint, 0);
+        gate.notify_one();
+        let answer = binding.await.expect("the bind task does not panic");
+        assert_eq!(answer, Input::Bound { endpoint });
+        assert!(
+            driver.lock().listeners.slots.is_empty(),
+            "the listener must not outlive its Unbind"
+        );
+    }
+}

@@ -6,31 +6,32 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client;
 use hyper::header::{self, HeaderValue};
+use hyper::http::uri::Authority;
+use hyper::server::conn::http1 as server_http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use russh::server::Handle;
 use tokio::sync::Mutex;
-use tunnel_core::{basic_auth_allows, EndpointId, Input, Route};
+use tunnel_core::command::HttpOptions;
+use tunnel_core::{request_host, EndpointId, Input, Route, VisitorRefusal};
 
-use crate::driver::{ConnectionGone, Driver, NoTarget, Target};
+use crate::admission::Admitted;
+use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
-use crate::net::{Listener, Net, Stream};
-use crate::tcp::OpenError;
+use crate::net::{ByteStream, Listener, Net};
 
 /// What a visitor gets back: the local service's body streamed, or our short text.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 
-/// Limits on what a visitor may send before we answer.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Limits on what a visitor may send before we answer (the time limit is a setting).
 const MAX_HEADERS: usize = 100;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_H2_STREAMS: u32 = 100;
@@ -40,7 +41,12 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(Arc::clone(&driver), stream, peer, "http"));
+                tokio::spawn(serve_connection(
+                    Arc::clone(&driver),
+                    stream,
+                    peer,
+                    Scheme::Http,
+                ));
             }
             Err(error) => {
                 tracing::warn!(%error, "http accept failed");
@@ -50,13 +56,34 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     }
 }
 
-/// Serves one visitor connection (plain, or already TLS-terminated with `scheme` "https").
-pub async fn serve_connection<N: Net, S: Stream>(
+/// How a visitor reached the server: the value of `X-Forwarded-Proto`, and which HTTP versions
+/// it may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// The plain HTTP listener: HTTP/1.1 only (no h2c).
+    Http,
+    /// TLS terminated on the https listener: HTTP/2 or HTTP/1.1, as ALPN chose.
+    Https,
+}
+
+impl Scheme {
+    /// The `X-Forwarded-Proto` value.
+    pub fn forwarded_proto(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Serves one visitor connection: plain, or already TLS-terminated.
+pub async fn serve_connection<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     stream: S,
     peer: SocketAddr,
-    scheme: &'static str,
+    scheme: Scheme,
 ) {
+    let header_timeout = driver.settings().http_header_timeout;
     let visitor = Arc::new(Visitor {
         driver,
         peer,
@@ -67,28 +94,37 @@ pub async fn serve_connection<N: Net, S: Stream>(
         let visitor = Arc::clone(&visitor);
         async move { Ok::<_, Infallible>(visitor.handle(request).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
-    // Plain HTTP is HTTP/1.1 only; HTTP/2 is negotiated by ALPN on https.
-    let builder = if scheme == "http" {
-        builder.http1_only()
-    } else {
-        builder
+    let io = TokioIo::new(stream);
+    let served = match scheme {
+        // hyper-util's auto builder ignores http1_only() when serving with upgrades: it waits,
+        // with no timer, for a possible HTTP/2 preface (and then speaks h2c). Plain HTTP gets
+        // hyper's HTTP/1 server itself, whose header timer runs from the first byte.
+        Scheme::Http => server_http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await
+            .map_err(Into::into),
+        Scheme::Https => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_H2_STREAMS)
+                .max_header_list_size(MAX_HEAD_BYTES as u32);
+            builder.serve_connection_with_upgrades(io, service).await
+        }
     };
-    if let Err(error) = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await
-    {
+    if let Err(error) = served {
         tracing::debug!(%peer, %error, "http visitor connection ended with an error");
     }
 }
@@ -97,7 +133,7 @@ pub async fn serve_connection<N: Net, S: Stream>(
 struct Visitor<N: Net> {
     driver: Arc<Driver<N>>,
     peer: SocketAddr,
-    scheme: &'static str,
+    scheme: Scheme,
     upstream: Mutex<Option<Upstream>>,
 }
 
@@ -109,41 +145,28 @@ struct Upstream {
 impl<N: Net> Visitor<N> {
     async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = tokio::time::Instant::now();
-        let host = match request_host(&request) {
-            Ok(host) => host,
-            Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
+        let (admitted, host) = match self.admit(&request) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal_page(&refusal),
         };
-        let (route, handle, _permit, gone) = match self.driver.target_by_host(&host) {
-            Ok(Target {
-                route,
-                handle,
-                permit,
-                gone,
-            }) => (route, handle, permit, gone),
-            Err(NoTarget::Unknown) => {
-                return text(StatusCode::NOT_FOUND, &format!("no tunnel for {host}\n"))
-            }
-            Err(NoTarget::Busy) => {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this tunnel is serving too many requests; try again\n",
-                )
-            }
+        let Admitted {
+            route,
+            handle,
+            permit: _permit,
+            gone,
+        } = admitted;
+        let Some(options) = route.policy.http() else {
+            // The core routes requests to http endpoints only; this names its answer if not.
+            return refusal_page(&VisitorRefusal::NotHttp(host));
         };
-        let Some(options) = route.policy.http().cloned() else {
-            return text(
-                StatusCode::NOT_FOUND,
-                &format!("{host} is not an http tunnel\n"),
-            );
-        };
-        let method = request.method().to_string();
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let response = self.forward(request, &route, &handle, &host, gone).await;
-        if options.inspect {
+        let inspected = route.logs_requests().then(|| {
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            (request.method().to_string(), path.to_owned())
+        });
+        let response = self
+            .forward(request, &route, options, &handle, &host, gone)
+            .await;
+        if let Some((method, path)) = inspected {
             self.driver
                 .submit(Input::HttpRequestCompleted {
                     endpoint: route.endpoint,
@@ -157,30 +180,37 @@ impl<N: Net> Visitor<N> {
         response
     }
 
+    /// The request's host, and the request let in by the core's rules and its endpoint's
+    /// visitor limit.
+    fn admit(&self, request: &Request<Incoming>) -> Result<(Admitted, String), VisitorRefusal> {
+        let host = request_host(
+            request.uri().authority().map(Authority::as_str),
+            request
+                .headers()
+                .get_all(header::HOST)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )?;
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let admitted = self
+            .driver
+            .visit_by_host(host)?
+            .admit_request(self.peer.ip(), authorization)?;
+        Ok((admitted, host.to_owned()))
+    }
+
     async fn forward(
         &self,
         mut request: Request<Incoming>,
         route: &Route,
+        options: &HttpOptions,
         handle: &Handle,
         host: &str,
         gone: ConnectionGone,
     ) -> Response<ResponseBody> {
-        let options = route.policy.http().expect("caller checked the kind");
-        if !route.allows(self.peer.ip()) {
-            return text(StatusCode::FORBIDDEN, "forbidden\n");
-        }
-        let authorization = request.headers().get(header::AUTHORIZATION);
-        if !basic_auth_allows(
-            &options.basic_auth,
-            authorization.map(HeaderValue::as_bytes),
-        ) {
-            let mut response = text(StatusCode::UNAUTHORIZED, "authentication required\n");
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"tunnel\", charset=\"UTF-8\""),
-            );
-            return response;
-        }
         let upgrade = wants_upgrade(request.headers());
         // RFC 9112 §6.3: a chunked request may also have carried a Content-Length (hyper keeps
         // Transfer-Encoding and drops the length, so the local side sees one framing); such a
@@ -208,23 +238,20 @@ impl<N: Net> Visitor<N> {
             Some(u) if u.endpoint == route.endpoint && !u.sender.is_closed() => u.sender,
             _ => match self.open(route, handle, gone.clone()).await {
                 Ok(sender) => sender,
-                Err(reason) => return text(StatusCode::BAD_GATEWAY, reason),
+                Err(refusal) => return refusal_page(&refusal),
             },
         };
         if sender.ready().await.is_err() {
             sender = match self.open(route, handle, gone.clone()).await {
                 Ok(sender) => sender,
-                Err(reason) => return text(StatusCode::BAD_GATEWAY, reason),
+                Err(refusal) => return refusal_page(&refusal),
             };
         }
         let mut response = match sender.send_request(request).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, "request through the tunnel failed");
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    "the tunnel closed before the local service answered\n",
-                );
+                return refusal_page(&VisitorRefusal::NoAnswer);
             }
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -264,19 +291,14 @@ impl<N: Net> Visitor<N> {
         route: &Route,
         handle: &Handle,
         gone: ConnectionGone,
-    ) -> Result<client::SendRequest<Incoming>, &'static str> {
-        let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer)
-            .await
-            .map_err(|e| match e {
-                OpenError::Refused => "the tunnel's local service refused the connection\n",
-                OpenError::TimedOut => "the tunnel did not answer in time\n",
-            })?;
+    ) -> Result<client::SendRequest<Incoming>, VisitorRefusal> {
+        let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer).await?;
         // A clean end sends EOF and lets the client close; a broken one closes from here.
         let (io, closer) = crate::channel_io::split(channel);
         let (sender, connection) = client::Builder::new()
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|_| "the tunnel closed\n")?;
+            .map_err(|_| VisitorRefusal::TunnelClosed)?;
         let driver = Arc::clone(&self.driver);
         tokio::spawn(async move {
             driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
@@ -294,25 +316,6 @@ impl<N: Net> Visitor<N> {
     }
 }
 
-/// The host a request is for: the absolute-form target's authority, else the one Host header
-/// (RFC 9112 §3.2: none, several, or an invalid one is a 400).
-fn request_host<B>(request: &Request<B>) -> Result<String, &'static str> {
-    if let Some(authority) = request.uri().authority() {
-        return Ok(authority.as_str().to_owned());
-    }
-    let mut hosts = request.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(host), None) => host
-            .to_str()
-            .ok()
-            .filter(|h| !h.trim().is_empty())
-            .map(str::to_owned)
-            .ok_or("invalid Host header\n"),
-        (None, _) => Err("missing Host header\n"),
-        (Some(_), Some(_)) => Err("more than one Host header\n"),
-    }
-}
-
 /// The request target as the local service expects it: origin-form (`/path?query`).
 fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
@@ -324,15 +327,22 @@ fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::copy_from_slice(
-        body.as_bytes(),
-    ))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
+/// The answer to a visitor the core refused, all of it the core's: status, text and challenge.
+fn refusal_page(refusal: &VisitorRefusal) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(refusal.page()))));
+    // Every status the core gives is a valid one; 500 would point at a bug there.
+    *response.status_mut() =
+        StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some(challenge) = refusal.www_authenticate() {
+        if let Ok(challenge) = HeaderValue::from_str(challenge) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+    }
     response
 }
 
@@ -340,39 +350,10 @@ fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
 mod tests {
     use super::*;
 
-    fn request(target: &str, hosts: &[&str]) -> Request<()> {
-        let mut builder = Request::builder().uri(target);
-        for host in hosts {
-            builder = builder.header(header::HOST, *host);
-        }
-        builder.body(()).expect("valid test request")
-    }
-
     #[test]
-    fn host_comes_from_the_absolute_target_first() {
-        let r = request("http://a.localhost:8080/x?y", &["b.localhost"]);
-        assert_eq!(request_host(&r), Ok("a.localhost:8080".to_owned()));
-        assert_eq!(origin_form(r.uri()), "/x?y");
-    }
-
-    #[test]
-    fn one_host_header_is_required() {
-        assert_eq!(
-            request_host(&request("/", &["b.localhost"])),
-            Ok("b.localhost".into())
-        );
-        assert_eq!(
-            request_host(&request("/", &[])),
-            Err("missing Host header\n")
-        );
-        assert_eq!(
-            request_host(&request("/", &["a.localhost", "b.localhost"])),
-            Err("more than one Host header\n")
-        );
-        assert_eq!(
-            request_host(&request("/", &[" "])),
-            Err("invalid Host header\n")
-        );
+    fn absolute_targets_reach_the_local_service_in_origin_form() {
+        let uri: Uri = "http://a.localhost:8080/x?y".parse().expect("valid uri");
+        assert_eq!(origin_form(&uri), "/x?y");
     }
 
     #[test]
@@ -381,5 +362,36 @@ mod tests {
         assert_eq!(origin_form(&uri), uri);
         let star: Uri = "*".parse().expect("valid uri");
         assert_eq!(origin_form(&star), star);
+    }
+
+    async fn body(response: Response<ResponseBody>) -> Bytes {
+        use http_body_util::BodyExt as _;
+        match response.into_body() {
+            Either::Right(full) => full.collect().await.expect("infallible").to_bytes(),
+            Either::Left(_) => panic!("a refusal is answered here, not by the local service"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_page_is_the_cores_status_text_and_challenge() {
+        for refusal in [
+            VisitorRefusal::MissingHost,
+            VisitorRefusal::UnknownHost("x.localhost".into()),
+            VisitorRefusal::Forbidden,
+            VisitorRefusal::Unauthorized,
+            VisitorRefusal::Busy,
+            VisitorRefusal::NoAnswer,
+        ] {
+            let page = refusal_page(&refusal);
+            assert_eq!(page.status().as_u16(), refusal.http_status(), "{refusal:?}");
+            assert_eq!(
+                page.headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().expect("ascii")),
+                refusal.www_authenticate(),
+                "{refusal:?}"
+            );
+            assert_eq!(body(page).await, refusal.page().as_bytes(), "{refusal:?}");
+        }
     }
 }

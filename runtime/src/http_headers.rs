@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tunnel_core::command::{HeaderEdits, HttpOptions};
 
+use crate::http::Scheme;
+
 /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy ones
 /// RFC 9112 and 2616 name).
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -61,7 +63,7 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 pub fn prepare_request(
     headers: &mut HeaderMap,
     visitor: IpAddr,
-    scheme: &'static str,
+    scheme: Scheme,
     host: &str,
     options: &HttpOptions,
     upgrade: bool,
@@ -77,7 +79,10 @@ pub fn prepare_request(
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(scheme.forwarded_proto()),
+    );
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert("x-forwarded-host", value.clone());
         if !headers.contains_key(header::HOST) {
@@ -177,7 +182,7 @@ mod tests {
         prepare_request(
             &mut h,
             "127.0.0.1".parse().unwrap(),
-            "http",
+            Scheme::Http,
             "App.localhost:8080",
             &o,
             false,
@@ -200,12 +205,13 @@ mod tests {
         prepare_request(
             &mut h,
             "::ffff:10.0.0.1".parse().unwrap(),
-            "https",
+            Scheme::Https,
             "a.localhost",
             &o,
             false,
         );
         assert_eq!(h["host"], "localhost");
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-env"], "dev");
         assert!(!h.contains_key("cookie"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");

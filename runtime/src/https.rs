@@ -8,18 +8,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsAcceptor;
 use tunnel_core::command::EndpointKind;
 use tunnel_core::{read_client_hello, ClientHello};
 
-use crate::driver::{Driver, NoTarget, Target};
-use crate::net::{Listener, Net, Stream};
-
-/// How long a visitor has to send its ClientHello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::admission::Admitted;
+use crate::driver::Driver;
+use crate::http::Scheme;
+use crate::net::{ByteStream, Listener, Net};
 
 /// A fatal `unrecognized_name` alert (RFC 8446 §6.2, RFC 6066 §3), sent in a plaintext record
 /// because no handshake ever started.
@@ -58,7 +56,7 @@ async fn serve_connection<N: Net>(
     local: SocketAddr,
 ) {
     let mut received = Vec::with_capacity(2048);
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+    let hello = tokio::time::timeout(driver.settings().tls_hello_timeout, async {
         loop {
             match read_client_hello(&received) {
                 ClientHello::NeedMore => {}
@@ -77,21 +75,22 @@ async fn serve_connection<N: Net>(
         // Not TLS, a visitor that left, or one too slow: nothing to say.
         _ => return,
     };
-    let (route, handle, permit, gone) = match driver.target_by_host(&name) {
-        Ok(Target {
-            route,
-            handle,
-            permit,
-            gone,
-        }) => (route, handle, permit, gone),
-        Err(NoTarget::Unknown) => return refuse(stream).await,
-        Err(NoTarget::Busy) => return,
+    // A name that reaches no endpoint this listener serves: the handshake fails as TLS says.
+    let Ok(visit) = driver.visit_by_sni(&name) else {
+        return refuse(stream).await;
     };
-    match route.policy.kind() {
+    match visit.route.policy.kind() {
         EndpointKind::Tls => {
-            if !route.allows(peer.ip()) {
-                return;
-            }
+            let Admitted {
+                route,
+                handle,
+                permit: _permit,
+                gone,
+            } = match visit.admit_connection(peer.ip()) {
+                Ok(admitted) => admitted,
+                // tls visitors are refused by closing their connection.
+                Err(refusal) => return tracing::debug!(%peer, %refusal, "tls visitor refused"),
+            };
             let mut prefix = route
                 .policy
                 .proxy_protocol()
@@ -100,24 +99,25 @@ async fn serve_connection<N: Net>(
             prefix.extend_from_slice(&received);
             crate::tcp::open_and_pipe(&driver, &route, &handle, gone, stream, peer, prefix).await;
         }
+        // Terminated here; each request is then admitted like one on the http listener.
         EndpointKind::Http => {
-            // Terminated http is limited per request, like plain http.
-            drop(permit);
+            drop(visit);
             let replayed = Replayed {
                 prefix: received,
                 offset: 0,
                 inner: stream,
             };
             match acceptor.accept(replayed).await {
-                Ok(tls) => crate::http::serve_connection(driver, tls, peer, "https").await,
+                Ok(tls) => crate::http::serve_connection(driver, tls, peer, Scheme::Https).await,
                 Err(error) => tracing::debug!(%peer, %error, "tls handshake failed"),
             }
         }
+        // The core routes no tcp endpoint by name.
         EndpointKind::Tcp => refuse(stream).await,
     }
 }
 
-async fn refuse(mut stream: impl Stream) {
+async fn refuse(mut stream: impl ByteStream) {
     let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
     let _ = stream.shutdown().await;
 }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod channel_io;
 pub mod config;
 pub mod driver;
@@ -10,10 +11,12 @@ pub mod http;
 pub mod http_headers;
 pub mod https;
 pub mod keys;
+pub mod listeners;
 pub mod net;
 pub mod proxy_header;
 pub mod read_buffer;
 pub mod server;
+pub mod session_writer;
 pub mod ssh;
 pub mod tcp;
 pub mod tls;

@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream the server can carry (a TCP connection, real or simulated).
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
 
 /// A network: listeners and the streams they accept.
 pub trait Net: Clone + Send + Sync + 'static {
     /// An accepted connection.
-    type Stream: Stream;
+    type Stream: ByteStream;
     /// A bound listener.
     type Listener: Listener<Stream = Self::Stream>;
 
@@ -25,7 +25,7 @@ pub trait Net: Clone + Send + Sync + 'static {
 /// A bound TCP listener.
 pub trait Listener: Send + Sync + 'static {
     /// The accepted connection type.
-    type Stream: Stream;
+    type Stream: ByteStream;
 
     /// Waits for the next connection and the visitor's address.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;

@@ -10,12 +10,23 @@ use std::time::Duration;
 use rand_core::RngCore;
 use russh::keys::PrivateKey;
 use russh::{cipher, Preferred};
-use tunnel_core::{Gateway, GatewayConfig, KeyFingerprint, Limits, ReplyTiming};
+use tunnel_core::{Gateway, GatewayConfig, KeyFingerprint, Limits};
 
 use crate::config::ServerConfig;
 use crate::driver::{Driver, DriverSettings};
 use crate::keys::AuthorizedKeys;
 use crate::net::{Listener, Net};
+
+// wired to --flags at merge (ServerConfig::{http_header_timeout, tls_hello_timeout,
+// channel_open_timeout, close_grace} come with the config rewrite).
+/// How long an HTTP visitor may take to send a request head.
+const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an https visitor may take to send its ClientHello.
+const TLS_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client may take to answer a visitor's channel open.
+const CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets to hang up after its exit status before the server does.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,29 +79,28 @@ pub async fn start<N: Net>(
         local(&https, config.https_addr),
     );
 
-    let mut core = GatewayConfig::new(config.domain.clone(), http_addr.port(), https_addr.port());
-    core.tcp_ports = config.tcp_ports.clone();
-    core.name_grace = config.name_grace;
-    core.auth_timeout = config.auth_timeout;
-    core.authorized_keys = authorized.map(|keys| {
+    let authorized_keys = authorized.map(|keys| {
         keys.fingerprints()
             .map(KeyFingerprint::new)
             .collect::<BTreeSet<_>>()
     });
-    // russh answers a global request before it reads the next message, so a held reply would
-    // hold the exec that settles it (see ReplyTiming).
-    core.reply_timing = ReplyTiming::Immediate;
-    core.limits = Limits {
-        endpoints_per_connection: config.max_endpoints_per_connection,
-        connections_per_key: config.max_connections_per_key,
-        unauthenticated_per_ip: config.max_unauthenticated_per_ip,
-        visitors_per_endpoint: config.max_visitors_per_endpoint,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .with_endpoints_per_connection(config.max_endpoints_per_connection)
+        .with_connections_per_key(config.max_connections_per_key)
+        .with_unauthenticated_per_ip(config.max_unauthenticated_per_ip)
+        .with_visitors_per_endpoint(config.max_visitors_per_endpoint);
+    let core = GatewayConfig::new(config.domain.clone(), http_addr.port(), https_addr.port())
+        .with_tcp_ports(config.tcp_ports.clone())
+        .with_name_grace(config.name_grace)
+        .with_auth_timeout(config.auth_timeout)
+        .with_authorized_keys(authorized_keys)
+        .with_limits(limits);
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),
-        channel_open_timeout: Duration::from_secs(10),
-        close_grace: Duration::from_secs(5),
+        http_header_timeout: HTTP_HEADER_TIMEOUT,
+        tls_hello_timeout: TLS_HELLO_TIMEOUT,
+        channel_open_timeout: CHANNEL_OPEN_TIMEOUT,
+        close_grace: CLOSE_GRACE,
     };
     let driver = Driver::new(Gateway::new(core, rng), net, settings);
 

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use russh::server::{Auth, Handler, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
-use tokio::sync::mpsc;
 use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 
-use crate::driver::{run_outbox, Driver, Outgoing, OUTBOX_CAPACITY};
+use crate::driver::Driver;
 use crate::keys::fingerprint;
 use crate::net::{Listener, Net};
 use crate::read_buffer::ReadBuffered;
+use crate::session_writer::{outbox, run_session_writer, Outgoing};
 
 /// Accepts SSH connections until the listener fails for good.
 pub async fn serve<N: Net>(
@@ -46,12 +46,12 @@ async fn run_connection<N: Net>(
     peer: SocketAddr,
     conn: ConnId,
 ) {
-    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let (outbox, outbox_reader) = outbox();
     driver.register(conn, outbox);
     if driver
         .submit(Input::ConnectionOpened { conn, peer })
         .await
-        .closed
+        .closed(conn)
     {
         driver.submit(Input::ConnectionClosed { conn }).await;
         return;
@@ -68,7 +68,7 @@ async fn run_connection<N: Net>(
             let handle = session.handle();
             driver.set_handle(conn, handle.clone());
             let grace = driver.settings().close_grace;
-            tokio::spawn(run_outbox(handle, outbox_rx, grace));
+            tokio::spawn(run_session_writer(handle, outbox_reader, grace));
             if let Err(error) = session.await {
                 tracing::debug!(%conn, %peer, %error, "ssh connection ended with an error");
             }
@@ -111,9 +111,10 @@ impl<N: Net> Handler for SshHandler<N> {
             user: user.to_owned(),
             key: KeyFingerprint::new(fingerprint(key.public_key)),
         };
-        Ok(match self.driver.submit(input).await.auth {
-            Some(true) => Auth::Accept,
-            _ => Auth::reject(),
+        Ok(if self.driver.submit(input).await.auth(self.conn) {
+            Auth::Accept
+        } else {
+            Auth::reject()
         })
     }
 
@@ -123,15 +124,18 @@ impl<N: Net> Handler for SshHandler<N> {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // One session per connection: it is where the command and its output live.
-        if self.session.is_some() {
+        let answers = self
+            .driver
+            .submit(Input::SessionRequested { conn: self.conn })
+            .await;
+        if answers.session(self.conn) {
+            reply.accept().await;
+            self.session = Some(channel);
+        } else {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
-            return Ok(());
         }
-        reply.accept().await;
-        self.session = Some(channel);
         Ok(())
     }
 
@@ -200,7 +204,7 @@ impl<N: Net> Handler for SshHandler<N> {
                 port: *port,
             })
             .await;
-        Ok(match answers.reply(request) {
+        Ok(match answers.reply(self.conn, request) {
             Reply::Granted { port: allocated } => {
                 if let Some(allocated) = allocated {
                     *port = allocated;
@@ -227,7 +231,10 @@ impl<N: Net> Handler for SshHandler<N> {
                 port,
             })
             .await;
-        Ok(matches!(answers.reply(request), Reply::Granted { .. }))
+        Ok(matches!(
+            answers.reply(self.conn, request),
+            Reply::Granted { .. }
+        ))
     }
 
     async fn data(

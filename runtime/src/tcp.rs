@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use russh::server::Handle;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tunnel_core::Route;
+use tunnel_core::{Route, VisitorRefusal};
 
-use crate::driver::{ConnectionGone, Driver, Target};
-use crate::net::{Listener, Net, Stream};
+use crate::admission::Admitted;
+use crate::driver::{ConnectionGone, Driver};
+use crate::net::{ByteStream, Listener, Net};
 use crate::proxy_header;
 
 /// Piping buffer per direction: large enough for full-size SSH packets, small enough that a
@@ -68,19 +69,19 @@ async fn serve_visitor<N: Net>(
     peer: SocketAddr,
     local: SocketAddr,
 ) {
-    let Ok(Target {
+    let admitted = driver
+        .visit_by_port(port)
+        .and_then(|visit| visit.admit_connection(peer.ip()));
+    let Admitted {
         route,
         handle,
         permit: _permit,
         gone,
-    }) = driver.target_by_port(port)
-    else {
-        return;
+    } = match admitted {
+        Ok(admitted) => admitted,
+        // tcp visitors are refused by closing their connection.
+        Err(refusal) => return tracing::debug!(%peer, port, %refusal, "visitor refused"),
     };
-    if !route.allows(peer.ip()) {
-        tracing::debug!(%peer, port, "visitor refused by cidr rules");
-        return;
-    }
     let prefix = route
         .policy
         .proxy_protocol()
@@ -97,7 +98,7 @@ pub async fn open_and_pipe<N: Net>(
     route: &Route,
     handle: &Handle,
     gone: ConnectionGone,
-    visitor: impl Stream,
+    visitor: impl ByteStream,
     peer: SocketAddr,
     prefix: Vec<u8>,
 ) {
@@ -115,17 +116,6 @@ pub async fn open_and_pipe<N: Net>(
     }
 }
 
-/// Why a visitor got no channel.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// The client answered CHANNEL_OPEN_FAILURE (its local service refused, most often).
-    #[error("the tunnel's local service refused the connection")]
-    Refused,
-    /// No answer within the driver's channel-open timeout.
-    #[error("the tunnel did not answer in time")]
-    TimedOut,
-}
-
 /// Opens a visitor's `forwarded-tcpip` channel (RFC 4254 §7.2): "address/port that was
 /// connected" are the forward as the client registered it, the originator is the visitor. Bounded
 /// by a timeout, so a client that never answers costs one visitor its wait, nothing more.
@@ -134,7 +124,7 @@ pub async fn open_channel<N: Net>(
     route: &Route,
     handle: &Handle,
     peer: SocketAddr,
-) -> Result<russh::Channel<russh::server::Msg>, OpenError> {
+) -> Result<russh::Channel<russh::server::Msg>, VisitorRefusal> {
     let opened = tokio::time::timeout(
         driver.settings().channel_open_timeout,
         handle.channel_open_forwarded_tcpip(
@@ -147,8 +137,8 @@ pub async fn open_channel<N: Net>(
     .await;
     match opened {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(_)) => Err(OpenError::Refused),
-        Err(_) => Err(OpenError::TimedOut),
+        Ok(Err(_)) => Err(VisitorRefusal::LocalServiceRefused),
+        Err(_) => Err(VisitorRefusal::TunnelTimedOut),
     }
 }
 
@@ -157,7 +147,7 @@ pub async fn open_channel<N: Net>(
 /// faster than the other takes it.
 pub async fn pipe<N: Net>(
     driver: &Driver<N>,
-    mut visitor: impl Stream,
+    mut visitor: impl ByteStream,
     mut channel: impl tokio::io::AsyncRead + AsyncWrite + Unpin,
     prefix: Vec<u8>,
     gone: ConnectionGone,

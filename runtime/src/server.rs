@@ -17,17 +17,6 @@ use crate::driver::{Driver, DriverSettings};
 use crate::keys::AuthorizedKeys;
 use crate::net::{Listener, Net};
 
-// wired to --flags at merge (ServerConfig::{http_header_timeout, tls_hello_timeout,
-// channel_open_timeout, close_grace} come with the config rewrite).
-/// How long an HTTP visitor may take to send a request head.
-const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long an https visitor may take to send its ClientHello.
-const TLS_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the client may take to answer a visitor's channel open.
-const CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client gets to hang up after its exit status before the server does.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -97,10 +86,10 @@ pub async fn start<N: Net>(
         .with_limits(limits);
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),
-        http_header_timeout: HTTP_HEADER_TIMEOUT,
-        tls_hello_timeout: TLS_HELLO_TIMEOUT,
-        channel_open_timeout: CHANNEL_OPEN_TIMEOUT,
-        close_grace: CLOSE_GRACE,
+        http_header_timeout: config.http_header_timeout,
+        tls_hello_timeout: config.tls_hello_timeout,
+        channel_open_timeout: config.channel_open_timeout,
+        close_grace: config.close_grace,
     };
     let driver = Driver::new(Gateway::new(core, rng), net, settings);
 

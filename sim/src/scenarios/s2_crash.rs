@@ -148,15 +148,18 @@ pub fn run(seed: u64) -> Result<(), String> {
             s.stderr.iter().any(|l| l.contains("reserved")) || s.forward_refusals > 0 || s.live
         })
         .await;
-        let s = intruder.lock().unwrap();
-        if !refused || s.live {
-            return Err(format!(
-                "another key asked for the crashed client's names: live={} refusals={} endings={:?} stderr={:?}",
-                s.live, s.forward_refusals, s.endings, s.stderr
-            )
-            .into());
+        let intruder_failed = {
+            let s = intruder.lock().unwrap();
+            (!refused || s.live).then(|| {
+                format!(
+                    "another key asked for the crashed client's names: live={} refusals={} endings={:?} stderr={:?}",
+                    s.live, s.forward_refusals, s.endings, s.stderr
+                )
+            })
+        };
+        if let Some(failure) = intruder_failed {
+            return Err(failure.into());
         }
-        drop(s);
         check_unpublished(&victim_targets, "after another key asked").await?;
 
         // The same key comes back and gets the same names.

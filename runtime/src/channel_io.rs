@@ -7,43 +7,74 @@
 //! the SSH connection ends). After a clean end both sides have sent EOF, and OpenSSH then closes
 //! the channel itself, which russh handles in full; so the stream only sends EOF, and the caller
 //! closes explicitly when the exchange broke off (see [`split`]).
+//!
+//! The read side never waits on the visitor: russh 0.65 grants window when data arrives and its
+//! session loop blocks on a channel whose queue is full, so one slow visitor would stall every
+//! channel of its SSH connection, keepalives included. A drain task takes each channel's data
+//! from russh at once and keeps it in the visitor's spill buffer ([`crate::spill`]) until the
+//! visitor reads it; the write side keeps OpenSSH's honest window as its backpressure.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 
-type Wait = Pin<Box<dyn Future<Output = (ChannelReadHalf, Option<ChannelMsg>)> + Send>>;
+use crate::spill::{SpillReader, SpillWriter, Spills};
 
-/// The channel's data as `AsyncRead + AsyncWrite`. Dropping it sends nothing.
+/// The channel's data as `AsyncRead + AsyncWrite`. Dropping it sends nothing, and stops its
+/// drain task.
 pub struct ChannelIo {
-    read: ReadState,
-    /// Data received but not yet read out, and how much of it was.
-    unread: Option<(Bytes, usize)>,
+    reader: SpillReader,
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
+    /// Dropped with the stream, which tells the drain task to stop.
+    _reading: oneshot::Sender<()>,
 }
 
-enum ReadState {
-    Idle(ChannelReadHalf),
-    Waiting(Wait),
-    /// EOF or the channel closed.
-    Finished,
-}
-
-/// Splits a channel into its stream and the half that can still close it.
-pub fn split(channel: Channel<Msg>) -> (ChannelIo, ChannelWriteHalf<Msg>) {
+/// Splits a channel into its stream and the half that can still close it, and starts draining
+/// the channel into a spill buffer of `spills`.
+pub fn split(channel: Channel<Msg>, spills: &Arc<Spills>) -> (ChannelIo, ChannelWriteHalf<Msg>) {
     let (read, write) = channel.split();
+    let (spill, reader) = spills.buffer();
+    let (reading, stopped) = oneshot::channel();
+    tokio::spawn(drain(read, spill, stopped));
     let io = ChannelIo {
-        read: ReadState::Idle(read),
-        unread: None,
+        reader,
         writer: Box::pin(write.make_writer()),
+        _reading: reading,
     };
     (io, write)
+}
+
+/// Takes everything the channel delivers as soon as it arrives, until EOF, the channel's end,
+/// the visitor's side going away, or a cut.
+async fn drain(
+    mut channel: ChannelReadHalf,
+    spill: SpillWriter,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        let message = tokio::select! {
+            message = channel.wait() => message,
+            _ = &mut stopped => return,
+        };
+        match message {
+            Some(ChannelMsg::Data { data }) => {
+                if !data.is_empty() && spill.push(data).is_err() {
+                    return;
+                }
+            }
+            // EOF (RFC 4254 §5.3) or the channel gone: the stream ends (dropping `spill` tells
+            // the reader); what the client sends after EOF is not data.
+            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return,
+            // Window adjustments, extended data and requests carry no stream bytes.
+            Some(_) => {}
+        }
+    }
 }
 
 impl AsyncRead for ChannelIo {
@@ -52,45 +83,7 @@ impl AsyncRead for ChannelIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            if let Some((data, offset)) = self.unread.take() {
-                let n = buf.remaining().min(data.len() - offset);
-                buf.put_slice(&data[offset..offset + n]);
-                if offset + n < data.len() {
-                    self.unread = Some((data, offset + n));
-                }
-                return Poll::Ready(Ok(()));
-            }
-            let wait = match std::mem::replace(&mut self.read, ReadState::Finished) {
-                ReadState::Finished => return Poll::Ready(Ok(())),
-                ReadState::Idle(mut half) => Box::pin(async move {
-                    let message = half.wait().await;
-                    (half, message)
-                }) as Wait,
-                ReadState::Waiting(wait) => wait,
-            };
-            self.read = ReadState::Waiting(wait);
-            let ReadState::Waiting(wait) = &mut self.read else {
-                unreachable!("set just above");
-            };
-            let (half, message) = ready!(wait.as_mut().poll(cx));
-            match message {
-                Some(ChannelMsg::Data { data }) => {
-                    self.read = ReadState::Idle(half);
-                    if !data.is_empty() {
-                        self.unread = Some((data, 0));
-                    }
-                }
-                // EOF (RFC 4254 §5.3) or the channel gone: the stream ends; what the client
-                // sends after EOF is not data.
-                Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
-                    self.read = ReadState::Finished;
-                    return Poll::Ready(Ok(()));
-                }
-                // Window adjustments, extended data and requests carry no stream bytes.
-                Some(_) => self.read = ReadState::Idle(half),
-            }
-        }
+        Pin::new(&mut self.reader).poll_read(cx, buf)
     }
 }
 

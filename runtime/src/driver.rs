@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::admission::VisitorLimits;
 use crate::listeners::Listeners;
 use crate::net::Net;
 use crate::session_writer::{Outbox, Outgoing};
+use crate::spill::Spills;
 
 /// What the adapter needs besides the core's decisions.
 #[derive(Clone, Debug)]
@@ -32,6 +34,8 @@ pub struct DriverSettings {
     pub channel_open_timeout: Duration,
     /// After a session's exit status, how long the client gets to hang up before we do.
     pub close_grace: Duration,
+    /// Where slow visitors' waiting data is spilled; it must exist.
+    pub spill_dir: PathBuf,
 }
 
 pub(crate) struct ConnLink {
@@ -117,6 +121,8 @@ pub struct Driver<N: Net> {
     timer_changed: Notify,
     /// Leak-check counters.
     pub stats: Stats,
+    /// The spill buffers of every visitor stream.
+    pub spills: Arc<Spills>,
 }
 
 /// Current time for the core: tokio's clock, so simulations run on simulated time.
@@ -127,6 +133,7 @@ pub fn now() -> std::time::Instant {
 impl<N: Net> Driver<N> {
     /// Wraps a gateway.
     pub fn new(gateway: Gateway, net: N, settings: DriverSettings) -> Arc<Self> {
+        let gateway_spill_limits = &gateway.config().spill_limits().clone();
         Arc::new(Self {
             state: Mutex::new(State {
                 gateway,
@@ -134,6 +141,7 @@ impl<N: Net> Driver<N> {
                 listeners: Listeners::default(),
                 visitor_limits: VisitorLimits::default(),
             }),
+            spills: Spills::new(*gateway_spill_limits, settings.spill_dir.clone()),
             net,
             settings,
             timer_changed: Notify::new(),

@@ -294,7 +294,7 @@ impl<N: Net> Visitor<N> {
     ) -> Result<client::SendRequest<Incoming>, VisitorRefusal> {
         let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer).await?;
         // A clean end sends EOF and lets the client close; a broken one closes from here.
-        let (io, closer) = crate::channel_io::split(channel);
+        let (io, closer) = crate::channel_io::split(channel, &self.driver.spills);
         let (sender, connection) = client::Builder::new()
             .handshake(TokioIo::new(io))
             .await

@@ -17,6 +17,7 @@ pub mod proxy_header;
 pub mod read_buffer;
 pub mod server;
 pub mod session_writer;
+pub mod spill;
 pub mod ssh;
 pub mod tcp;
 pub mod tls;

@@ -161,6 +161,7 @@ mod tests {
             tls_hello_timeout: Duration::from_secs(1),
             channel_open_timeout: Duration::from_secs(1),
             close_grace: Duration::from_secs(1),
+            spill_dir: std::env::temp_dir(),
         };
         let driver = Driver::new(gateway, HeldBinds(Arc::clone(&gate)), settings);
         let endpoint = EndpointId::from_raw(7);

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,14 @@ pub enum StartError {
     /// The https certificate.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The spill directory.
+    #[error("cannot use {} for spill files: {source}", dir.display())]
+    SpillDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
 }
 
 /// A listener that could not be opened.
@@ -83,13 +92,16 @@ pub async fn start<N: Net>(
         .with_name_grace(config.name_grace)
         .with_auth_timeout(config.auth_timeout)
         .with_authorized_keys(authorized_keys)
-        .with_limits(limits);
+        .with_limits(limits)
+        .with_spill_limits(config.spill);
+    prepare_spill_dir(config)?;
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),
         http_header_timeout: config.http_header_timeout,
         tls_hello_timeout: config.tls_hello_timeout,
         channel_open_timeout: config.channel_open_timeout,
         close_grace: config.close_grace,
+        spill_dir: config.spill_dir.clone(),
     };
     let driver = Driver::new(Gateway::new(core, rng), net, settings);
 
@@ -107,6 +119,58 @@ pub async fn start<N: Net>(
         http_addr,
         https_addr,
     })
+}
+
+/// Creates the spill directory (owner only: it holds visitors' data) and logs the caps beside the
+/// free space found there.
+fn prepare_spill_dir(config: &ServerConfig) -> Result<(), StartError> {
+    let dir = &config.spill_dir;
+    let failed = |source| StartError::SpillDir {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(failed)?;
+    let free = rustix::fs::statvfs(dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .map_err(|e| failed(e.into()))?;
+    let limits = config.spill;
+    tracing::info!(
+        "spilling slow visitors' data under {}: {} in memory and {} on disk per visitor, {} on disk in all ({} free there)",
+        dir.display(),
+        bytes(limits.memory_per_visitor()),
+        bytes(limits.file_per_visitor()),
+        bytes(limits.file_total()),
+        bytes(free),
+    );
+    if free < limits.file_total() {
+        tracing::warn!(
+            "the spill cap of {} is more than the {} free under {}: the disk fills before the cap cuts anyone",
+            bytes(limits.file_total()),
+            bytes(free),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// A byte count as an operator reads it.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 async fn bind<N: Net>(

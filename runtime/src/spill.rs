@@ -182,9 +182,10 @@ impl SpillWriter {
             if state.cut.is_some() {
                 return Err(Stop::Cut);
             }
-            let place = spills
-                .limits
-                .place(state.in_memory, state.in_file(), spills.on_disk(), incoming);
+            let place =
+                spills
+                    .limits
+                    .place(state.in_memory, state.in_file(), spills.on_disk(), incoming);
             match place {
                 SpillPlace::Memory => {
                     state.in_memory += incoming;
@@ -217,7 +218,8 @@ impl SpillWriter {
                 }
                 _ => {
                     drop(state);
-                    self.shared.cut(SpillCut::VisitorCap(spills.limits.file_per_visitor()));
+                    self.shared
+                        .cut(SpillCut::VisitorCap(spills.limits.file_per_visitor()));
                     return Err(Stop::Cut);
                 }
             }
@@ -330,7 +332,9 @@ impl Drop for SpillReader {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing here panics while holding a lock; a poisoned one is still consistent.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -349,7 +353,11 @@ mod tests {
     }
 
     fn chunk(seed: u8, len: usize) -> Bytes {
-        Bytes::from((0..len).map(|i| seed.wrapping_add(i as u8)).collect::<Vec<_>>())
+        Bytes::from(
+            (0..len)
+                .map(|i| seed.wrapping_add(i as u8))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[tokio::test]
@@ -386,7 +394,10 @@ mod tests {
         assert_eq!(writer.push(chunk(2, 200)), Err(Stop::Cut));
         assert_eq!(spills.on_disk(), 0, "a cut visitor's file goes at once");
         let error = reader.read(&mut [0; 10]).await.expect_err("cut");
-        assert!(error.to_string().contains("per-visitor cap of 1000"), "{error}");
+        assert!(
+            error.to_string().contains("per-visitor cap of 1000"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

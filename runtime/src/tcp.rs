@@ -110,7 +110,7 @@ pub async fn open_and_pipe<N: Net>(
     };
     // After a clean end the client closes the channel; a broken pipe is closed from here (see
     // channel_io for why not on drop).
-    let (io, closer) = crate::channel_io::split(channel);
+    let (io, closer) = crate::channel_io::split(channel, &driver.spills);
     if !pipe(driver, visitor, io, prefix, gone).await {
         let _ = closer.close().await;
     }

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::FromArgMatches;
+use tunnel_core::SpillLimits;
 
 pub use error::{ConfigError, Origin, Setting};
 pub use values::{ValueError, MIN_CHANNEL_WINDOW};
@@ -25,6 +26,7 @@ pub use values::{ValueError, MIN_CHANNEL_WINDOW};
 use settings::{parse, parse_pairs, Settings, DEFAULTS};
 
 const HOST_KEY_FILE: &str = "host_key";
+const SPILL_DIR: &str = "spill";
 
 /// The resolved, validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,10 @@ pub struct ServerConfig {
     pub max_visitors_per_endpoint: usize,
     /// SSH channel window in bytes, at least [`MIN_CHANNEL_WINDOW`].
     pub channel_window: u32,
+    /// Where slow visitors' waiting data is spilled (unlinked files).
+    pub spill_dir: PathBuf,
+    /// What slow visitors may make the server hold, in memory and on disk.
+    pub spill: SpillLimits,
 }
 
 /// `--tls-cert` and `--tls-key`, which are only valid together.
@@ -116,6 +122,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
     if s.authorized_keys.is_none() && !is_loopback(s.ssh_addr.ip()) {
         return Err(ConfigError::OpenWithoutAuthorizedKeys { addr: s.ssh_addr });
     }
+    let spill_dir = s.spill_dir.unwrap_or_else(|| s.state_dir.join(SPILL_DIR));
     Ok(ServerConfig {
         config_file,
         ssh_addr: s.ssh_addr,
@@ -142,6 +149,12 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,
         max_visitors_per_endpoint: s.max_visitors_per_endpoint,
         channel_window: s.channel_window,
+        spill_dir,
+        spill: SpillLimits::new(
+            s.spill_memory_per_visitor,
+            s.spill_max_per_visitor,
+            s.spill_max_total,
+        ),
     })
 }
 

@@ -106,6 +106,18 @@ pub(super) struct Settings {
     /// SSH channel window in bytes (KiB/MiB/GiB suffixes allowed), at least 2MiB [default: 8MiB]
     #[arg(long, value_name = "BYTES", value_parser = Rule(values::channel_window))]
     pub channel_window: u32,
+    /// Directory for the unlinked files that hold data slow visitors have not read yet [default: STATE_DIR/spill]
+    #[arg(long, value_name = "DIR", value_parser = Rule(values::path))]
+    pub spill_dir: Option<PathBuf>,
+    /// Data one visitor may have waiting in memory before it goes to disk [default: 256KiB]
+    #[arg(long, value_name = "BYTES", value_parser = Rule(values::byte_size))]
+    pub spill_memory_per_visitor: u64,
+    /// Data one visitor may have waiting on disk; past it the visitor is cut [default: 1GiB]
+    #[arg(long, value_name = "BYTES", value_parser = Rule(values::byte_size))]
+    pub spill_max_per_visitor: u64,
+    /// Data all visitors may have waiting on disk; past it the largest is cut [default: 8GiB]
+    #[arg(long, value_name = "BYTES", value_parser = Rule(values::byte_size))]
+    pub spill_max_total: u64,
 }
 
 /// The built-in defaults, parsed like flags. Each flag's help repeats its default (a test
@@ -130,6 +142,9 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("max-unauthenticated-per-ip", "64"),
     ("max-visitors-per-endpoint", "1024"),
     ("channel-window", "8MiB"),
+    ("spill-memory-per-visitor", "256KiB"),
+    ("spill-max-per-visitor", "1GiB"),
+    ("spill-max-total", "8GiB"),
 ];
 
 /// The command every source is parsed with. No flag is required: the defaults are a source of

@@ -54,7 +54,35 @@ fn defaults_with_no_args() {
             max_unauthenticated_per_ip: 64,
             max_visitors_per_endpoint: 1024,
             channel_window: 8 * 1024 * 1024,
+            spill_dir: PathBuf::from("./tunnel-state/spill"),
+            spill: tunnel_core::SpillLimits::new(256 * 1024, 1 << 30, 8 << 30),
         }
+    );
+}
+
+#[test]
+fn spill_settings() {
+    let c = config(&[
+        "--state-dir",
+        "/var/lib/tunnel",
+        "--spill-memory-per-visitor",
+        "64KiB",
+        "--spill-max-per-visitor",
+        "16MiB",
+        "--spill-max-total",
+        "1GiB",
+    ])
+    .expect("valid");
+    assert_eq!(c.spill_dir, PathBuf::from("/var/lib/tunnel/spill"));
+    assert_eq!(
+        c.spill,
+        tunnel_core::SpillLimits::new(64 << 10, 16 << 20, 1 << 30)
+    );
+    let c = config(&["--spill-dir", "/tmp/spill"]).expect("valid");
+    assert_eq!(c.spill_dir, PathBuf::from("/tmp/spill"));
+    assert_eq!(
+        error(&["--spill-max-total", "lots"]),
+        "invalid --spill-max-total \"lots\": expected a size in bytes, e.g. 8388608 or 8MiB"
     );
 }
 
@@ -175,12 +203,16 @@ fn file_accepts_every_flag_name() {
         max-unauthenticated-per-ip = 4
         max-visitors-per-endpoint = 5
         channel-window = "1GiB"
+        spill-dir = "sp"
+        spill-memory-per-visitor = 1024
+        spill-max-per-visitor = "2MiB"
+        spill-max-total = "3GiB"
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        23,
+        27,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -212,6 +244,11 @@ fn file_accepts_every_flag_name() {
         (2, 3, 4, 5)
     );
     assert_eq!(c.channel_window, 1 << 30);
+    assert_eq!(c.spill_dir, PathBuf::from("sp"));
+    assert_eq!(
+        c.spill,
+        tunnel_core::SpillLimits::new(1024, 2 << 20, 3 << 30)
+    );
 }
 
 #[test]

@@ -111,6 +111,11 @@ pub(super) fn channel_window(text: &str) -> Result<u32, ValueError> {
     }
 }
 
+/// A size in bytes, with an optional binary suffix.
+pub(super) fn byte_size(text: &str) -> Result<u64, ValueError> {
+    parse_byte_size(text).ok_or(ValueError::ByteSize)
+}
+
 /// A file or directory; never empty, which would silently mean the working directory.
 pub(super) fn path(text: &str) -> Result<PathBuf, ValueError> {
     match text {

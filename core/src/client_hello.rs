@@ -33,64 +33,109 @@ const NAME_TYPE_HOST_NAME: u8 = 0;
 /// RFC 8446 §5.1: a plaintext record fragment is at most 2^14 bytes.
 const MAX_FRAGMENT: usize = 1 << 14;
 
-/// Examines the first bytes of a connection.
+/// Examines the first bytes of a connection: all of them, from the start. For bytes that arrive
+/// in pieces, [`ClientHelloReader`] does the same work once per byte instead of once per read.
 pub fn read_client_hello(received: &[u8]) -> ClientHello {
-    let handshake = match handshake_bytes(received) {
-        Ok(bytes) => bytes,
-        Err(status) => return status,
-    };
-    // Handshake header: msg_type(1) length(3).
-    if handshake.len() < 4 {
-        return ClientHello::NeedMore;
-    }
-    if handshake[0] != HANDSHAKE_CLIENT_HELLO {
-        return ClientHello::NotTls;
-    }
-    let length = usize::from(handshake[1]) << 16
-        | usize::from(handshake[2]) << 8
-        | usize::from(handshake[3]);
-    if length + 4 > MAX_CLIENT_HELLO_BYTES {
-        return ClientHello::NotTls;
-    }
-    if handshake.len() < 4 + length {
-        return ClientHello::NeedMore;
-    }
-    parse_body(&handshake[4..4 + length]).unwrap_or(ClientHello::NotTls)
+    ClientHelloReader::default().read(received)
 }
 
-/// Concatenates the handshake-record fragments received so far.
-fn handshake_bytes(mut received: &[u8]) -> Result<Vec<u8>, ClientHello> {
-    if received.len() > MAX_CLIENT_HELLO_BYTES + 64 * RECORD_HEADER {
-        return Err(ClientHello::NotTls);
+/// An incremental [`read_client_hello`]: hand it the connection's bytes so far, the same buffer
+/// grown by each read, and it examines only what it has not seen. It stops at the end of the
+/// ClientHello: what follows in the same read (a TLS 1.3 compatibility ChangeCipherSpec, early
+/// data) is not its business, and the caller passes it on untouched.
+#[derive(Clone, Debug, Default)]
+pub struct ClientHelloReader {
+    /// Bytes of the connection already examined.
+    seen: usize,
+    /// Payload bytes left in the record being read; 0 between records.
+    record_left: usize,
+    /// The handshake bytes gathered from the records so far.
+    handshake: Vec<u8>,
+    /// Set once decided: the same answer is given again.
+    decided: Option<ClientHello>,
+}
+
+impl ClientHelloReader {
+    /// What the connection's bytes so far say. `received` must start with the bytes given to the
+    /// previous call; an answer other than [`ClientHello::NeedMore`] is final.
+    pub fn read(&mut self, received: &[u8]) -> ClientHello {
+        if let Some(decided) = &self.decided {
+            return decided.clone();
+        }
+        let answer = self.advance(received);
+        if answer != ClientHello::NeedMore {
+            self.decided = Some(answer.clone());
+        }
+        answer
     }
-    let mut handshake = Vec::new();
-    while !received.is_empty() {
-        if received[0] != CONTENT_HANDSHAKE {
-            return Err(ClientHello::NotTls);
+
+    fn advance(&mut self, received: &[u8]) -> ClientHello {
+        if received.len() < self.seen {
+            return ClientHello::NotTls;
         }
-        if received.len() < RECORD_HEADER {
-            break;
+        loop {
+            if let Some(answer) = self.complete() {
+                return answer;
+            }
+            if self.record_left == 0 {
+                let Some(header) = received.get(self.seen..self.seen + RECORD_HEADER) else {
+                    return match received.get(self.seen) {
+                        Some(&kind) if kind != CONTENT_HANDSHAKE => ClientHello::NotTls,
+                        _ => ClientHello::NeedMore,
+                    };
+                };
+                // legacy_record_version: 0x03XX (RFC 8446 §5.1 allows 0x0301 in a first
+                // ClientHello).
+                if header[0] != CONTENT_HANDSHAKE || header[1] != 3 {
+                    return ClientHello::NotTls;
+                }
+                let length = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                if length == 0 || length > MAX_FRAGMENT {
+                    return ClientHello::NotTls;
+                }
+                self.seen += RECORD_HEADER;
+                self.record_left = length;
+            }
+            let available = received.len() - self.seen;
+            if available == 0 {
+                return ClientHello::NeedMore;
+            }
+            // Take no more than the ClientHello still needs: the rest of the record would be a
+            // second handshake message, which is not ours to read.
+            let wanted = self.handshake_left().unwrap_or(usize::MAX);
+            let take = available.min(self.record_left).min(wanted.max(1));
+            self.handshake
+                .extend_from_slice(&received[self.seen..self.seen + take]);
+            self.seen += take;
+            self.record_left -= take;
+            if self.handshake.len() > MAX_CLIENT_HELLO_BYTES {
+                return ClientHello::NotTls;
+            }
         }
-        // legacy_record_version: 0x03XX (RFC 8446 §5.1 allows 0x0301 in a first ClientHello).
-        if received[1] != 3 {
-            return Err(ClientHello::NotTls);
-        }
-        let length = usize::from(u16::from_be_bytes([received[3], received[4]]));
-        if length == 0 || length > MAX_FRAGMENT {
-            return Err(ClientHello::NotTls);
-        }
-        let available = received.len() - RECORD_HEADER;
-        let take = available.min(length);
-        handshake.extend_from_slice(&received[RECORD_HEADER..RECORD_HEADER + take]);
-        if take < length {
-            break;
-        }
-        received = &received[RECORD_HEADER + length..];
     }
-    if handshake.is_empty() && !received.is_empty() && received.len() < RECORD_HEADER {
-        return Err(ClientHello::NeedMore);
+
+    /// Handshake bytes still missing, once the handshake header (msg_type(1) length(3)) is in.
+    fn handshake_left(&self) -> Option<usize> {
+        let header = self.handshake.get(..4)?;
+        let length =
+            usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
+        Some((4 + length).saturating_sub(self.handshake.len()))
     }
-    Ok(handshake)
+
+    /// The answer, once the gathered bytes decide it.
+    fn complete(&self) -> Option<ClientHello> {
+        let header = self.handshake.get(..4)?;
+        if header[0] != HANDSHAKE_CLIENT_HELLO {
+            return Some(ClientHello::NotTls);
+        }
+        let length =
+            usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
+        if length + 4 > MAX_CLIENT_HELLO_BYTES {
+            return Some(ClientHello::NotTls);
+        }
+        let body = self.handshake.get(4..4 + length)?;
+        Some(parse_body(body).unwrap_or(ClientHello::NotTls))
+    }
 }
 
 /// A cursor that fails instead of panicking on short input.
@@ -240,6 +285,53 @@ mod tests {
         assert_eq!(
             read_client_hello(&records),
             ClientHello::ServerName("split.example".into())
+        );
+    }
+
+    #[test]
+    fn what_follows_the_hello_in_the_same_read_is_left_alone() {
+        // TLS 1.3 middlebox compatibility: a ChangeCipherSpec record right behind the hello.
+        let mut bytes = hello(Some("ccs.example"));
+        bytes.extend_from_slice(&[20, 3, 3, 0, 1, 1]);
+        assert_eq!(
+            read_client_hello(&bytes),
+            ClientHello::ServerName("ccs.example".into())
+        );
+        // Or a second handshake message in the same record.
+        let mut one = hello(Some("two.example"));
+        let extra = [99u8, 0, 0, 1, 0];
+        let length = u16::from_be_bytes([one[3], one[4]]) + extra.len() as u16;
+        one[3..5].copy_from_slice(&length.to_be_bytes());
+        one.extend_from_slice(&extra);
+        assert_eq!(
+            read_client_hello(&one),
+            ClientHello::ServerName("two.example".into())
+        );
+    }
+
+    #[test]
+    fn byte_by_byte_each_byte_is_examined_once() {
+        let full = hello(Some("slow.example"));
+        let mut reader = ClientHelloReader::default();
+        for cut in 0..full.len() {
+            assert_eq!(
+                reader.read(&full[..cut]),
+                ClientHello::NeedMore,
+                "cut at {cut}"
+            );
+            // At most a partial record header is looked at again on the next read.
+            assert!(cut - reader.seen < RECORD_HEADER, "cut {cut}, seen {}", reader.seen);
+        }
+        assert_eq!(
+            reader.read(&full),
+            ClientHello::ServerName("slow.example".into())
+        );
+        // Final: more bytes change nothing.
+        let mut more = full.clone();
+        more.extend_from_slice(b"anything");
+        assert_eq!(
+            reader.read(&more),
+            ClientHello::ServerName("slow.example".into())
         );
     }
 

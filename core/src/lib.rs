@@ -22,7 +22,7 @@ mod timers;
 mod visitors;
 
 pub use action::{Action, OutputStream, Reply};
-pub use client_hello::{read_client_hello, ClientHello, MAX_CLIENT_HELLO_BYTES};
+pub use client_hello::{read_client_hello, ClientHello, ClientHelloReader, MAX_CLIENT_HELLO_BYTES};
 pub use config::{GatewayConfig, Limits};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
 pub use error::{CommandError, ForwardError, SessionError, Shown};

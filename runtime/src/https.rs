@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsAcceptor;
 use tunnel_core::command::EndpointKind;
-use tunnel_core::{read_client_hello, ClientHello};
+use tunnel_core::{ClientHello, ClientHelloReader};
 
 use crate::admission::Admitted;
 use crate::driver::Driver;
@@ -56,9 +56,10 @@ async fn serve_connection<N: Net>(
     local: SocketAddr,
 ) {
     let mut received = Vec::with_capacity(2048);
+    let mut reader = ClientHelloReader::default();
     let hello = tokio::time::timeout(driver.settings().tls_hello_timeout, async {
         loop {
-            match read_client_hello(&received) {
+            match reader.read(&received) {
                 ClientHello::NeedMore => {}
                 decided => return Some(decided),
             }

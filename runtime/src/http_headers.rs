@@ -83,11 +83,12 @@ pub fn prepare_request(
         "x-forwarded-proto",
         HeaderValue::from_static(scheme.forwarded_proto()),
     );
+    // `host` is what the request was routed by. For an absolute-form target (or HTTP/2's
+    // `:authority`) that is the target's authority, and Host becomes it whatever the visitor
+    // wrote (RFC 9112 §3.2.2): the service must not see a host the request was not routed by.
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert("x-forwarded-host", value.clone());
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, value);
-        }
+        headers.insert(header::HOST, value);
     }
     if let Some(replacement) = options.host_header.replacement() {
         if let Ok(value) = HeaderValue::from_str(replacement) {
@@ -194,6 +195,23 @@ mod tests {
             h["host"], "App.localhost:8080",
             "Host passes unchanged by default"
         );
+    }
+
+    #[test]
+    fn host_becomes_the_host_the_request_was_routed_by() {
+        // `GET http://echo.localhost/x` with `Host: admin.internal`.
+        let mut h = map(&[("host", "admin.internal")]);
+        prepare_request(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            Scheme::Http,
+            "echo.localhost",
+            &options("http"),
+            false,
+        );
+        assert_eq!(h["host"], "echo.localhost");
+        assert_eq!(h.get_all("host").iter().count(), 1);
+        assert_eq!(h["x-forwarded-host"], "echo.localhost");
     }
 
     #[test]

@@ -320,7 +320,11 @@ mod tests {
                 "cut at {cut}"
             );
             // At most a partial record header is looked at again on the next read.
-            assert!(cut - reader.seen < RECORD_HEADER, "cut {cut}, seen {}", reader.seen);
+            assert!(
+                cut - reader.seen < RECORD_HEADER,
+                "cut {cut}, seen {}",
+                reader.seen
+            );
         }
         assert_eq!(
             reader.read(&full),

@@ -310,6 +310,15 @@ impl Gateway {
         self.forwards.route_at(&Address::Port(port))
     }
 
+    /// Whether this key may log in at all. Ask it when the client only offers a key (RFC 4252
+    /// §7, before signing): an unlisted key is refused before the client signs anything, which
+    /// spares a hardware key its touch. [`Input::AuthRequested`] gives the final answer.
+    pub fn accepts_key(&self, key: &KeyFingerprint) -> bool {
+        self.config
+            .authorized_keys()
+            .is_none_or(|keys| keys.contains(key))
+    }
+
     // ---- counts, for leak checks --------------------------------------------------------------
 
     /// Connections the gateway tracks, authenticated or not.
@@ -383,11 +392,7 @@ impl Gateway {
 
     fn auth_requested(&mut self, now: Instant, conn: ConnId, user: &str, key: KeyFingerprint) {
         // A connection already dropped (auth timeout, per-IP limit) is never let in.
-        let accepted = self.conns.contains_key(&conn)
-            && self
-                .config
-                .authorized_keys()
-                .is_none_or(|keys| keys.contains(&key));
+        let accepted = self.conns.contains_key(&conn) && self.accepts_key(&key);
         self.actions.push_back(Action::Auth { conn, accepted });
         if !accepted {
             return;

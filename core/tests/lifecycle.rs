@@ -405,3 +405,15 @@ fn the_disconnect_message_says_why_when_no_session_can() {
     insta::assert_snapshot!(tunnel_core::CLOSED_BY_SERVER, @"closed by the tunnel server");
     h.assert_no_leaks();
 }
+
+#[test]
+fn an_offered_key_is_judged_before_the_client_signs() {
+    let h = Harness::builder().authorized_keys(&["alice"]).build();
+    assert!(h.gw.accepts_key(&harness::key("alice")));
+    assert!(!h.gw.accepts_key(&harness::key("mallory")));
+    let open = Harness::new();
+    assert!(
+        open.gw.accepts_key(&harness::key("anyone")),
+        "no list: any key"
+    );
+}

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use russh::server::{Auth, Handler, Msg, Session, VerifiedPublicKey};
+use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
 use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 
@@ -100,6 +100,19 @@ impl<N: Net> SshHandler<N> {
 
 impl<N: Net> Handler for SshHandler<N> {
     type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let key = KeyFingerprint::new(fingerprint(offer.public_key));
+        Ok(if self.driver.with_gateway(|g| g.accepts_key(&key)) {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
 
     async fn auth_publickey(
         &mut self,

@@ -1,7 +1,7 @@
 //! What the gateway is configured with: plain data behind setters, filled by the adapter from its
 //! flags and files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ pub struct GatewayConfig {
     authorized_keys: Option<BTreeSet<KeyFingerprint>>,
     limits: Limits,
     spill: SpillLimits,
+    key_quotas: BTreeMap<KeyFingerprint, KeyQuota>,
 }
 
 impl GatewayConfig {
@@ -52,6 +53,7 @@ impl GatewayConfig {
             authorized_keys: None,
             limits: Limits::default(),
             spill: SpillLimits::default(),
+            key_quotas: BTreeMap::new(),
         }
     }
 
@@ -92,6 +94,21 @@ impl GatewayConfig {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// A quota of its own for one key, in place of the one in [`Limits`] (an operator's heavy
+    /// user, a team's shared key).
+    pub fn with_key_quota(mut self, key: KeyFingerprint, quota: KeyQuota) -> Self {
+        self.key_quotas.insert(key, quota);
+        self
+    }
+
+    /// What `key` may hold, live or reserved: its own quota, or the one in [`Limits`].
+    pub fn quota_for(&self, key: &KeyFingerprint) -> KeyQuota {
+        self.key_quotas.get(key).copied().unwrap_or(KeyQuota {
+            names: self.limits.names_per_key,
+            tcp_ports: self.limits.tcp_ports_per_key,
+        })
     }
 
     /// What slow visitors may make the server hold (see [`SpillLimits`]).
@@ -162,12 +179,23 @@ pub struct Limits {
     queued_lines: usize,
     bind_attempts: usize,
     visitors_per_endpoint: usize,
+    names_per_key: usize,
+    tcp_ports_per_key: usize,
+}
+
+/// How many names and tcp ports one key may hold at once, live or reserved for its reconnects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyQuota {
+    /// Names (http and tls endpoints).
+    pub names: usize,
+    /// Tcp ports.
+    pub tcp_ports: usize,
 }
 
 impl Default for Limits {
     /// 64 endpoints per connection, 1024 connections per key, 64 unauthenticated connections
     /// per IP, 32 lines queued before the session opens, 8 ports tried per tcp endpoint, 1024
-    /// visitors per endpoint.
+    /// visitors per endpoint, 64 names and 16 tcp ports per key.
     fn default() -> Self {
         Self {
             endpoints_per_connection: 64,
@@ -176,6 +204,8 @@ impl Default for Limits {
             queued_lines: 32,
             bind_attempts: 8,
             visitors_per_endpoint: 1024,
+            names_per_key: 64,
+            tcp_ports_per_key: 16,
         }
     }
 }
@@ -227,5 +257,17 @@ impl Limits {
         /// Keeps one busy tunnel from starving the rest.
         visitors_per_endpoint,
         with_visitors_per_endpoint
+    );
+    limit!(
+        /// Names one key may hold, live or reserved for its reconnects; one more is refused
+        /// naming the quota. Bounds what a reconnect loop can make the server remember.
+        names_per_key,
+        with_names_per_key
+    );
+    limit!(
+        /// Tcp ports one key may hold, live or reserved for its reconnects; one more is refused
+        /// naming the quota. Keeps one key from taking the whole range.
+        tcp_ports_per_key,
+        with_tcp_ports_per_key
     );
 }

@@ -146,6 +146,12 @@ pub enum ForwardError {
     /// The key already has the maximum number of live connections.
     #[error("too many connections for this key (the limit is {0})")]
     TooManyConnections(usize),
+    /// The key holds as many names as its quota allows.
+    #[error("this key already holds {0} names (live, or reserved for its reconnects): that is its quota")]
+    NameQuota(usize),
+    /// The key holds as many tcp ports as its quota allows.
+    #[error("this key already holds {0} tcp ports (live, or reserved for its reconnects): that is its quota")]
+    TcpPortQuota(usize),
     /// The connection was not authenticated.
     #[error("the connection is not authenticated")]
     NotAuthenticated,

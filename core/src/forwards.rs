@@ -153,6 +153,13 @@ impl Forwards {
                     self.end_reservation(fx, &address, key);
                     Some(port)
                 }
+                // At its quota the key gets no provisional port: the command may not want one,
+                // and if it does, the quota refuses it there with its reason.
+                _ if self.ownership.held_by(key).tcp_ports
+                    >= fx.config.quota_for(key).tcp_ports =>
+                {
+                    None
+                }
                 _ => self.ports.allocate_tcp_port().ok(),
             }
         } else if self.ports.in_range(asked.port) {
@@ -633,11 +640,16 @@ impl Forwards {
         listener: Option<u16>,
         reconnect: ReconnectKey,
     ) -> Result<(Address, Option<ReconnectKey>), ForwardError> {
+        let quota = fx.config.quota_for(key).tcp_ports;
+        let over_quota = self.ownership.held_by(key).tcp_ports >= quota;
         if asked == 0 {
             let port = match listener {
+                // The provisional port is not the key's yet: keeping it would pass the quota.
+                Some(_) if over_quota => return Err(ForwardError::TcpPortQuota(quota)),
                 Some(port) => port,
                 None => match self.ownership.reserved_for(&reconnect).cloned() {
                     Some(Address::Port(port)) => port,
+                    _ if over_quota => return Err(ForwardError::TcpPortQuota(quota)),
                     _ => self.ports.allocate_tcp_port()?,
                 },
             };
@@ -647,6 +659,7 @@ impl Forwards {
         let port = u16::try_from(asked).expect("the port rule checked the range");
         let address = Address::Port(port);
         match self.ownership.check(&address, key) {
+            Claim::Free if over_quota => return Err(ForwardError::TcpPortQuota(quota)),
             // Its listener already holds it.
             Claim::Free if listener == Some(port) => {}
             Claim::Free => {
@@ -679,16 +692,31 @@ impl Forwards {
                 self.end_reservation(fx, &address, key);
                 return Ok((address, Some(reconnect)));
             }
+            self.within_name_quota(fx, key)?;
             return Ok((self.fresh_random_name(fx)?, Some(reconnect)));
         };
         let address = Address::Name(name.clone());
         match self.ownership.check(&address, key) {
-            Claim::Free | Claim::TakeOver { .. } => {}
+            Claim::Free => self.within_name_quota(fx, key)?,
+            Claim::TakeOver { .. } => {}
             Claim::Reclaimed { .. } => self.end_reservation(fx, &address, key),
             Claim::Taken => return Err(ForwardError::NameTaken(name.to_string())),
             Claim::Reserved => return Err(ForwardError::NameReserved(name.to_string())),
         }
         Ok((address, None))
+    }
+
+    /// One more name would not pass the key's quota.
+    fn within_name_quota(
+        &self,
+        fx: &Effects<'_>,
+        key: &KeyFingerprint,
+    ) -> Result<(), ForwardError> {
+        let quota = fx.config.quota_for(key).names;
+        if self.ownership.held_by(key).names >= quota {
+            return Err(ForwardError::NameQuota(quota));
+        }
+        Ok(())
     }
 
     fn fresh_random_name(&self, fx: &mut Effects<'_>) -> Result<Address, ForwardError> {

@@ -59,6 +59,25 @@ pub(crate) enum Claim {
 pub(crate) struct Ownership {
     holders: BTreeMap<Address, Holder>,
     reconnects: BTreeMap<ReconnectKey, Address>,
+    /// What each key holds, live or reserved, for its quota.
+    per_key: BTreeMap<KeyFingerprint, Held>,
+}
+
+/// Addresses one key holds, live or reserved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) names: usize,
+    pub(crate) tcp_ports: usize,
+}
+
+impl Held {
+    fn count(&mut self, address: &Address, up: bool) {
+        let n = match address {
+            Address::Name(_) => &mut self.names,
+            Address::Port(_) => &mut self.tcp_ports,
+        };
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
 }
 
 impl Ownership {
@@ -106,6 +125,10 @@ impl Ownership {
             self.reconnects.insert(key.clone(), address.clone());
         }
         let holding = Holding::Live { conn, endpoint };
+        self.per_key
+            .entry(owner.clone())
+            .or_default()
+            .count(&address, true);
         self.holders.insert(
             address,
             Holder {
@@ -126,6 +149,12 @@ impl Ownership {
     /// Drops any holding of `address`.
     pub(crate) fn forget(&mut self, address: &Address) {
         if let Some(h) = self.holders.remove(address) {
+            if let Some(held) = self.per_key.get_mut(&h.owner) {
+                held.count(address, false);
+                if *held == Held::default() {
+                    self.per_key.remove(&h.owner);
+                }
+            }
             if let Some(key) = h.reconnect {
                 if self.reconnects.get(&key) == Some(address) {
                     self.reconnects.remove(&key);
@@ -144,6 +173,11 @@ impl Ownership {
             self.forget(address);
         }
         due
+    }
+
+    /// What `key` holds, live or reserved.
+    pub(crate) fn held_by(&self, key: &KeyFingerprint) -> Held {
+        self.per_key.get(key).copied().unwrap_or_default()
     }
 
     pub(crate) fn holders(&self) -> impl Iterator<Item = (&Address, &Holder)> {

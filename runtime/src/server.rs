@@ -86,7 +86,9 @@ pub async fn start<N: Net>(
         .with_endpoints_per_connection(config.max_endpoints_per_connection)
         .with_connections_per_key(config.max_connections_per_key)
         .with_unauthenticated_per_ip(config.max_unauthenticated_per_ip)
-        .with_visitors_per_endpoint(config.max_visitors_per_endpoint);
+        .with_visitors_per_endpoint(config.max_visitors_per_endpoint)
+        .with_names_per_key(config.max_names_per_key)
+        .with_tcp_ports_per_key(config.max_tcp_ports_per_key);
     let core = GatewayConfig::new(config.domain.clone(), http_addr.port(), https_addr.port())
         .with_tcp_ports(config.tcp_ports.clone())
         .with_name_grace(config.name_grace)
@@ -94,6 +96,9 @@ pub async fn start<N: Net>(
         .with_authorized_keys(authorized_keys)
         .with_limits(limits)
         .with_spill_limits(config.spill);
+    let core = config.key_quotas.iter().fold(core, |core, (key, quota)| {
+        core.with_key_quota(key.clone(), *quota)
+    });
     prepare_spill_dir(config)?;
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),

@@ -68,6 +68,11 @@ impl HarnessBuilder {
         self
     }
 
+    pub fn configure_quota(mut self, key: KeyFingerprint, quota: tunnel_core::KeyQuota) -> Self {
+        self.config = self.config.with_key_quota(key, quota);
+        self
+    }
+
     pub fn authorized_keys(mut self, keys: &[&str]) -> Self {
         let keys = keys.iter().map(|k| key(k)).collect();
         self.config = self.config.with_authorized_keys(Some(keys));

@@ -19,23 +19,36 @@ pub(super) fn read(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         source: Box::new(source),
     })?;
     let known = known_keys();
-    table
-        .into_iter()
-        .map(|(key, value)| match value {
-            _ if !known.contains(&key) => Err(ConfigError::UnknownKey {
+    let mut pairs = Vec::new();
+    for (key, value) in table {
+        if !known.contains(&key) {
+            return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),
                 key,
-            }),
-            toml::Value::String(text) => Ok((key, text)),
-            // A number where the flag takes one (`keepalive-max = 3`) is read as its text.
-            toml::Value::Integer(n) => Ok((key, n.to_string())),
-            other => Err(ConfigError::NotAScalar {
-                path: path.to_owned(),
-                key,
-                found: other.type_str(),
-            }),
-        })
-        .collect()
+            });
+        }
+        // A list is the flag given once per element (`key-quota = ["...", "..."]`).
+        let values = match value {
+            toml::Value::Array(items) => items,
+            one => vec![one],
+        };
+        for value in values {
+            let text = match value {
+                toml::Value::String(text) => text,
+                // A number where the flag takes one (`keepalive-max = 3`) is read as its text.
+                toml::Value::Integer(n) => n.to_string(),
+                other => {
+                    return Err(ConfigError::NotAScalar {
+                        path: path.to_owned(),
+                        key,
+                        found: other.type_str(),
+                    })
+                }
+            };
+            pairs.push((key.clone(), text));
+        }
+    }
+    Ok(pairs)
 }
 
 fn line_of(text: &str, byte: usize) -> usize {

@@ -69,6 +69,12 @@ pub struct ServerConfig {
     pub max_unauthenticated_per_ip: usize,
     /// Visitor connections one endpoint serves at once; more get 503 (http) or are closed.
     pub max_visitors_per_endpoint: usize,
+    /// Names one key may hold, live or reserved.
+    pub max_names_per_key: usize,
+    /// Tcp ports one key may hold, live or reserved.
+    pub max_tcp_ports_per_key: usize,
+    /// Keys with a quota of their own.
+    pub key_quotas: Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyQuota)>,
     /// SSH channel window in bytes, at least [`MIN_CHANNEL_WINDOW`].
     pub channel_window: u32,
     /// Where slow visitors' waiting data is spilled (unlinked files).
@@ -148,6 +154,9 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         max_connections_per_key: s.max_connections_per_key,
         max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,
         max_visitors_per_endpoint: s.max_visitors_per_endpoint,
+        max_names_per_key: s.max_names_per_key,
+        max_tcp_ports_per_key: s.max_tcp_ports_per_key,
+        key_quotas: s.key_quota,
         channel_window: s.channel_window,
         spill_dir,
         spill: SpillLimits::new(

@@ -103,6 +103,15 @@ pub(super) struct Settings {
     /// Visitor connections one endpoint serves at once; more get 503 (http) or are closed [default: 1024]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_visitors_per_endpoint: usize,
+    /// Names one key may hold, live or reserved for its reconnects [default: 64]
+    #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
+    pub max_names_per_key: usize,
+    /// Tcp ports one key may hold, live or reserved for its reconnects [default: 16]
+    #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
+    pub max_tcp_ports_per_key: usize,
+    /// One key's own quota in place of the two above, repeatable (in the file: a list)
+    #[arg(long, value_name = "SHA256:FP=NAMES,PORTS", value_parser = Rule(values::key_quota), action = clap::ArgAction::Append)]
+    pub key_quota: Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyQuota)>,
     /// SSH channel window in bytes (KiB/MiB/GiB suffixes allowed), at least 2MiB [default: 8MiB]
     #[arg(long, value_name = "BYTES", value_parser = Rule(values::channel_window))]
     pub channel_window: u32,
@@ -141,6 +150,8 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("max-connections-per-key", "1024"),
     ("max-unauthenticated-per-ip", "64"),
     ("max-visitors-per-endpoint", "1024"),
+    ("max-names-per-key", "64"),
+    ("max-tcp-ports-per-key", "16"),
     ("channel-window", "8MiB"),
     ("spill-memory-per-visitor", "256KiB"),
     ("spill-max-per-visitor", "1GiB"),

@@ -53,11 +53,45 @@ fn defaults_with_no_args() {
             max_connections_per_key: 1024,
             max_unauthenticated_per_ip: 64,
             max_visitors_per_endpoint: 1024,
+            max_names_per_key: 64,
+            max_tcp_ports_per_key: 16,
+            key_quotas: Vec::new(),
             channel_window: 8 * 1024 * 1024,
             spill_dir: PathBuf::from("./tunnel-state/spill"),
             spill: tunnel_core::SpillLimits::new(256 * 1024, 1 << 30, 8 << 30),
         }
     );
+}
+
+#[test]
+fn key_quotas() {
+    let c = config(&[
+        "--key-quota",
+        "SHA256:AAAA=100,20",
+        "--key-quota=SHA256:BBBB=1,0",
+    ])
+    .expect("valid");
+    assert_eq!(
+        c.key_quotas
+            .iter()
+            .map(|(k, q)| (k.as_str(), q.names, q.tcp_ports))
+            .collect::<Vec<_>>(),
+        [("SHA256:AAAA", 100, 20), ("SHA256:BBBB", 1, 0)]
+    );
+    for bad in [
+        "AAAA=1,2",
+        "SHA256:AAAA=1",
+        "SHA256:=1,2",
+        "SHA256:AA AA=1,2",
+        "SHA256:AAAA=x,2",
+    ] {
+        assert!(
+            error(&["--key-quota", bad])
+                .starts_with(&format!("invalid --key-quota \"{bad}\": expected SHA256:")),
+            "{bad}: {}",
+            error(&["--key-quota", bad])
+        );
+    }
 }
 
 #[test]
@@ -207,12 +241,15 @@ fn file_accepts_every_flag_name() {
         spill-memory-per-visitor = 1024
         spill-max-per-visitor = "2MiB"
         spill-max-total = "3GiB"
+        max-names-per-key = 9
+        max-tcp-ports-per-key = 8
+        key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        27,
+        30,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -244,6 +281,16 @@ fn file_accepts_every_flag_name() {
         (2, 3, 4, 5)
     );
     assert_eq!(c.channel_window, 1 << 30);
+    assert_eq!((c.max_names_per_key, c.max_tcp_ports_per_key), (9, 8));
+    assert_eq!(c.key_quotas.len(), 2);
+    assert_eq!(c.key_quotas[0].0.as_str(), "SHA256:abc+/");
+    assert_eq!(
+        c.key_quotas[0].1,
+        tunnel_core::KeyQuota {
+            names: 7,
+            tcp_ports: 1
+        }
+    );
     assert_eq!(c.spill_dir, PathBuf::from("sp"));
     assert_eq!(
         c.spill,

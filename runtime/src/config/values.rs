@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
+use tunnel_core::{KeyFingerprint, KeyQuota};
 
 use thiserror::Error;
 
@@ -47,6 +48,8 @@ pub enum ValueError {
     ChannelWindowOutOfRange,
     #[error("must not be empty")]
     EmptyPath,
+    #[error("expected SHA256:FINGERPRINT=NAMES,TCP_PORTS, e.g. SHA256:AbC...=200,50 (the key as ssh-keygen -l prints it)")]
+    KeyQuota,
 }
 
 /// `IP:PORT`.
@@ -114,6 +117,26 @@ pub(super) fn channel_window(text: &str) -> Result<u32, ValueError> {
 /// A size in bytes, with an optional binary suffix.
 pub(super) fn byte_size(text: &str) -> Result<u64, ValueError> {
     parse_byte_size(text).ok_or(ValueError::ByteSize)
+}
+
+/// `SHA256:FINGERPRINT=NAMES,TCP_PORTS`: one key's own quota.
+pub(super) fn key_quota(text: &str) -> Result<(KeyFingerprint, KeyQuota), ValueError> {
+    let (key, quota) = text.trim().split_once('=').ok_or(ValueError::KeyQuota)?;
+    let (names, tcp_ports) = quota.split_once(',').ok_or(ValueError::KeyQuota)?;
+    let fingerprint = key
+        .strip_prefix("SHA256:")
+        .filter(|b64| {
+            !b64.is_empty()
+                && b64
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/".contains(&b))
+        })
+        .ok_or(ValueError::KeyQuota)?;
+    let quota = KeyQuota {
+        names: names.trim().parse().map_err(|_| ValueError::KeyQuota)?,
+        tcp_ports: tcp_ports.trim().parse().map_err(|_| ValueError::KeyQuota)?,
+    };
+    Ok((KeyFingerprint::new(format!("SHA256:{fingerprint}")), quota))
 }
 
 /// A file or directory; never empty, which would silently mean the working directory.

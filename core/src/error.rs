@@ -146,6 +146,17 @@ pub enum ForwardError {
     /// The key already has the maximum number of live connections.
     #[error("too many connections for this key (the limit is {0})")]
     TooManyConnections(usize),
+    /// The name is under a name another key holds, or contains one: cookies set for one would
+    /// reach the other.
+    #[error("name {name} is {relation} {other}, which another key holds (the two sites could read each other's cookies)")]
+    NameNested {
+        /// The name asked for.
+        name: String,
+        /// `under` or `above`.
+        relation: &'static str,
+        /// The other key's name.
+        other: String,
+    },
     /// The key holds as many names as its quota allows.
     #[error("this key already holds {0} names (live, or reserved for its reconnects): that is its quota")]
     NameQuota(usize),

@@ -18,8 +18,9 @@ use crate::forward::{
     Asked, Binding, Forward, ForwardState, Live, Reserving, ReservingNext, Waiting,
 };
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
+use crate::names::Hostname;
 use crate::names::{random_name, requested_name};
-use crate::ownership::{Address, Claim, Ownership, ReconnectKey};
+use crate::ownership::{Address, Claim, Nested, Ownership, ReconnectKey};
 use crate::ports::{default_kind, TcpPortPool};
 use crate::timers::{Timer, TimerTable};
 
@@ -191,7 +192,7 @@ impl Forwards {
                 refused = match self.ownership.check(&Address::Name(name.clone()), key) {
                     Claim::Taken => Some(ForwardError::NameTaken(name.to_string())),
                     Claim::Reserved => Some(ForwardError::NameReserved(name.to_string())),
-                    _ => None,
+                    _ => self.not_nested(fx, &name, key).err(),
                 };
             }
             None
@@ -693,8 +694,9 @@ impl Forwards {
                 return Ok((address, Some(reconnect)));
             }
             self.within_name_quota(fx, key)?;
-            return Ok((self.fresh_random_name(fx)?, Some(reconnect)));
+            return Ok((self.fresh_random_name(fx, key)?, Some(reconnect)));
         };
+        self.not_nested(fx, &name, key)?;
         let address = Address::Name(name.clone());
         match self.ownership.check(&address, key) {
             Claim::Free => self.within_name_quota(fx, key)?,
@@ -704,6 +706,26 @@ impl Forwards {
             Claim::Reserved => return Err(ForwardError::NameReserved(name.to_string())),
         }
         Ok((address, None))
+    }
+
+    /// No other key holds a name above or below this one.
+    fn not_nested(
+        &self,
+        fx: &Effects<'_>,
+        name: &Hostname,
+        key: &KeyFingerprint,
+    ) -> Result<(), ForwardError> {
+        let nested = self.ownership.nested(name, key, fx.config.domain());
+        let (relation, other) = match nested {
+            None => return Ok(()),
+            Some(Nested::Under(other)) => ("under", other),
+            Some(Nested::Over(other)) => ("above", other),
+        };
+        Err(ForwardError::NameNested {
+            name: name.to_string(),
+            relation,
+            other: other.to_string(),
+        })
     }
 
     /// One more name would not pass the key's quota.
@@ -719,11 +741,20 @@ impl Forwards {
         Ok(())
     }
 
-    fn fresh_random_name(&self, fx: &mut Effects<'_>) -> Result<Address, ForwardError> {
+    fn fresh_random_name(
+        &self,
+        fx: &mut Effects<'_>,
+        key: &KeyFingerprint,
+    ) -> Result<Address, ForwardError> {
         // Collisions are astronomically rare with a real RNG; the bound only stops a broken one.
         for _ in 0..64 {
-            let address = Address::Name(random_name(&mut *fx.rng, fx.config.domain()));
-            if !self.ownership.is_held(&address) {
+            let name = random_name(&mut *fx.rng, fx.config.domain());
+            let nested = self
+                .ownership
+                .nested(&name, key, fx.config.domain())
+                .is_some();
+            let address = Address::Name(name);
+            if !self.ownership.is_held(&address) && !nested {
                 return Ok(address);
             }
         }

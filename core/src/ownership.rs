@@ -1,7 +1,7 @@
 //! Who holds each public address (a name or a tcp port): a live endpoint, or a reservation for the
 //! key whose connection ended. One holder per address, always.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use crate::command::EndpointKind;
@@ -61,6 +61,22 @@ pub(crate) struct Ownership {
     reconnects: BTreeMap<ReconnectKey, Address>,
     /// What each key holds, live or reserved, for its quota.
     per_key: BTreeMap<KeyFingerprint, Held>,
+    /// Every name held, labels reversed (`localhost.echo.x` for `x.echo.localhost`), so the
+    /// names under one are a range.
+    reversed_names: BTreeSet<String>,
+}
+
+/// A name held by another key that contains, or sits inside, the name asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Nested {
+    /// The name asked for is under this one (`x.echo.localhost` under `echo.localhost`).
+    Under(Hostname),
+    /// This one is under the name asked for.
+    Over(Hostname),
+}
+
+fn reversed(name: &str) -> String {
+    name.rsplit('.').collect::<Vec<_>>().join(".")
 }
 
 /// Addresses one key holds, live or reserved.
@@ -125,6 +141,9 @@ impl Ownership {
             self.reconnects.insert(key.clone(), address.clone());
         }
         let holding = Holding::Live { conn, endpoint };
+        if let Address::Name(name) = &address {
+            self.reversed_names.insert(reversed(name.as_str()));
+        }
         self.per_key
             .entry(owner.clone())
             .or_default()
@@ -149,6 +168,9 @@ impl Ownership {
     /// Drops any holding of `address`.
     pub(crate) fn forget(&mut self, address: &Address) {
         if let Some(h) = self.holders.remove(address) {
+            if let Address::Name(name) = address {
+                self.reversed_names.remove(&reversed(name.as_str()));
+            }
             if let Some(held) = self.per_key.get_mut(&h.owner) {
                 held.count(address, false);
                 if *held == Held::default() {
@@ -173,6 +195,39 @@ impl Ownership {
             self.forget(address);
         }
         due
+    }
+
+    /// A name held (live or reserved) by another key than `key` that `name` is under, or that is
+    /// under `name`, below `domain`. Browsers scope cookies by such names (RFC 6265 §5.1.3): the
+    /// holder of `x.echo.DOMAIN` could read and plant cookies for `echo.DOMAIN`.
+    pub(crate) fn nested(
+        &self,
+        name: &Hostname,
+        key: &KeyFingerprint,
+        domain: &str,
+    ) -> Option<Nested> {
+        let foreign = |other: &str| {
+            let address = Address::Name(Hostname::from_normalized(other.to_owned()));
+            self.holders.get(&address).is_some_and(|h| h.owner != *key)
+        };
+        let text = name.as_str();
+        let mut above = text;
+        while let Some((_, parent)) = above.split_once('.') {
+            if parent == domain {
+                break;
+            }
+            if foreign(parent) {
+                return Some(Nested::Under(Hostname::from_normalized(parent.to_owned())));
+            }
+            above = parent;
+        }
+        let prefix = format!("{}.", reversed(text));
+        self.reversed_names
+            .range(prefix.clone()..)
+            .take_while(|r| r.starts_with(&prefix))
+            .map(|r| reversed(r))
+            .find(|below| foreign(below))
+            .map(|below| Nested::Over(Hostname::from_normalized(below)))
     }
 
     /// What `key` holds, live or reserved.

@@ -309,3 +309,44 @@ fn route_by_port_finds_only_tcp_endpoints() {
     assert!(h.gw.route_by_port(80).is_none());
     h.assert_no_leaks();
 }
+
+#[test]
+fn a_name_above_or_below_another_keys_name_is_refused() {
+    let mut h = Harness::builder()
+        .name_grace(std::time::Duration::from_secs(60))
+        .build();
+    let (alice, _) = h.tunnel("alice", &[("echo", 80)], "http");
+    let (bob, _) = h.tunnel("bob", &[("x.echo.localhost", 80)], "http");
+    insta::assert_snapshot!(h.stderr(bob)[0], @"error: name x.echo.localhost is under echo.localhost, which another key holds (the two sites could read each other's cookies) (see --help: ssh HOST help)");
+    let (deeper, _) = h.tunnel("bob", &[("a.b.x.echo.localhost", 80)], "http");
+    assert!(
+        h.stderr(deeper)[0].contains("under echo.localhost"),
+        "{:?}",
+        h.stderr(deeper)
+    );
+    // The same key may nest its own names.
+    let (own, _) = h.tunnel("alice", &[("x.echo.localhost", 80)], "http");
+    assert_eq!(h.forwarding_lines(own).len(), 1, "{:?}", h.stderr(own));
+    // And the other way round: a name above one another key holds.
+    let (carol, _) = h.tunnel("carol", &[("deep.zone.localhost", 80)], "http");
+    let (dave, _) = h.tunnel("dave", &[("zone", 80)], "http");
+    assert!(
+        h.stderr(dave)[0].contains("zone.localhost is above deep.zone.localhost"),
+        "{:?}",
+        h.stderr(dave)
+    );
+    // A reservation protects the same way; once it ends, the name is free.
+    h.close(alice);
+    h.close(own);
+    let (bob2, _) = h.tunnel("bob", &[("y.echo.localhost", 80)], "http");
+    assert!(
+        h.stderr(bob2)[0].contains("under echo.localhost"),
+        "{:?}",
+        h.stderr(bob2)
+    );
+    h.advance(std::time::Duration::from_secs(61));
+    let (bob3, _) = h.tunnel("bob", &[("y.echo.localhost", 80)], "http");
+    assert_eq!(h.forwarding_lines(bob3).len(), 1, "{:?}", h.stderr(bob3));
+    let _ = carol;
+    h.assert_no_leaks();
+}

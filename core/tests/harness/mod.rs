@@ -623,6 +623,22 @@ impl Harness {
             self.gw.held_port_count() >= self.routes_by_port(),
             "every tcp route holds its port"
         );
+        // No key holds a name above or below another key's (cookie scoping).
+        let names: Vec<(String, &KeyFingerprint)> = holders
+            .iter()
+            .filter_map(|(a, (k, _))| match a {
+                Address::Name(n) => Some((n.to_string(), *k)),
+                Address::Port(_) => None,
+            })
+            .collect();
+        for (a, ka) in &names {
+            for (b, kb) in &names {
+                assert!(
+                    ka == kb || !a.ends_with(&format!(".{b}")),
+                    "{a} ({ka}) is under {b} ({kb})"
+                );
+            }
+        }
     }
 
     fn routes_by_port(&self) -> usize {

@@ -5,6 +5,8 @@
 use core::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::endpoints::Route;
 use crate::policy::basic_auth_allows;
 
@@ -153,6 +155,39 @@ impl Route {
     /// flight); one more is refused with [`VisitorRefusal::Busy`].
     pub fn visitor_limit(&self) -> usize {
         self.visitor_limit
+    }
+}
+
+/// The proxies in front of the server whose forwarding headers are believed (`--trusted-proxies`).
+/// Anyone else is the first hop: what it says about earlier hops is its own invention.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// These networks' proxies are believed.
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        Self(networks)
+    }
+
+    /// Whether a visitor connecting from `peer` is a proxy we believe. IPv4-mapped IPv6
+    /// addresses are judged as IPv4.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.0.iter().any(|net| net.contains(&peer))
+    }
+
+    /// The `X-Forwarded-For` the local service gets: from a believed proxy, its list with the
+    /// proxy appended; from anyone else, the visitor's address alone, so that an application
+    /// reading the leftmost value sees an address nobody chose. When this answers with the
+    /// visitor alone, `Forwarded` and `X-Real-IP` from the visitor go too.
+    pub fn forwarded_for(&self, peer: IpAddr, earlier: Option<&str>) -> String {
+        let peer_text = peer.to_canonical().to_string();
+        match earlier.map(str::trim) {
+            Some(earlier) if !earlier.is_empty() && self.trusts(peer) => {
+                format!("{earlier}, {peer_text}")
+            }
+            _ => peer_text,
+        }
     }
 }
 

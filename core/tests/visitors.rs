@@ -5,7 +5,7 @@ mod harness;
 use std::net::IpAddr;
 
 use harness::Harness;
-use tunnel_core::{request_host, Entrance, VisitorRefusal};
+use tunnel_core::{request_host, Entrance, TrustedProxies, VisitorRefusal};
 
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("a valid test address")
@@ -136,4 +136,28 @@ fn every_page_a_visitor_reads() {
     502 "the tunnel closed\n"
     502 "the tunnel closed before the local service answered\n"
     "#);
+}
+
+#[test]
+fn only_trusted_proxies_add_to_x_forwarded_for() {
+    let none = TrustedProxies::default();
+    assert_eq!(
+        none.forwarded_for(ip("203.0.113.5"), Some("6.6.6.6")),
+        "203.0.113.5"
+    );
+    assert_eq!(
+        none.forwarded_for(ip("::ffff:203.0.113.5"), None),
+        "203.0.113.5"
+    );
+    let lb = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    assert!(lb.trusts(ip("::ffff:10.9.9.9")));
+    assert_eq!(
+        lb.forwarded_for(ip("10.0.0.2"), Some("198.51.100.1")),
+        "198.51.100.1, 10.0.0.2"
+    );
+    assert_eq!(lb.forwarded_for(ip("10.0.0.2"), Some("  ")), "10.0.0.2");
+    assert_eq!(
+        lb.forwarded_for(ip("203.0.113.5"), Some("1.1.1.1")),
+        "203.0.113.5"
+    );
 }

@@ -36,6 +36,8 @@ pub struct DriverSettings {
     pub close_grace: Duration,
     /// Where slow visitors' waiting data is spilled; it must exist.
     pub spill_dir: PathBuf,
+    /// Proxies in front of the server whose forwarding headers are believed.
+    pub trusted_proxies: tunnel_core::TrustedProxies,
 }
 
 pub(crate) struct ConnLink {

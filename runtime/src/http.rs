@@ -221,6 +221,7 @@ impl<N: Net> Visitor<N> {
         prepare_request(
             request.headers_mut(),
             self.peer.ip(),
+            &self.driver.settings().trusted_proxies,
             self.scheme,
             host,
             options,

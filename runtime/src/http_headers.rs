@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tunnel_core::command::{HeaderEdits, HttpOptions};
+use tunnel_core::TrustedProxies;
 
 use crate::http::Scheme;
 
@@ -63,6 +64,7 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 pub fn prepare_request(
     headers: &mut HeaderMap,
     visitor: IpAddr,
+    proxies: &TrustedProxies,
     scheme: Scheme,
     host: &str,
     options: &HttpOptions,
@@ -71,13 +73,19 @@ pub fn prepare_request(
     strip_hop_by_hop(headers, upgrade);
     // The visitor's `Expect: 100-continue` is answered here when the body is first read.
     headers.remove(header::EXPECT);
-    let visitor = visitor.to_canonical().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {visitor}"),
-        _ => visitor,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+    let earlier = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded_for = proxies.forwarded_for(visitor, earlier);
+    if !proxies.trusts(visitor) {
+        headers.remove(header::FORWARDED);
+        headers.remove("x-real-ip");
+    }
+    match HeaderValue::from_str(&forwarded_for) {
+        Ok(value) => {
+            headers.insert("x-forwarded-for", value);
+        }
+        Err(_) => {
+            headers.remove("x-forwarded-for");
+        }
     }
     headers.insert(
         "x-forwarded-proto",
@@ -183,12 +191,14 @@ mod tests {
         prepare_request(
             &mut h,
             "127.0.0.1".parse().unwrap(),
+            &TrustedProxies::default(),
             Scheme::Http,
             "App.localhost:8080",
             &o,
             false,
         );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        // The visitor is the first hop: what it says of earlier ones is replaced.
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "App.localhost:8080");
         assert_eq!(
@@ -198,12 +208,52 @@ mod tests {
     }
 
     #[test]
+    fn only_a_trusted_proxy_may_add_to_the_forwarding_fields() {
+        let fields = [
+            ("host", "a.localhost"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("forwarded", "for=198.51.100.1"),
+            ("x-real-ip", "198.51.100.1"),
+        ];
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let mut h = map(&fields);
+        let o = options("http");
+        prepare_request(
+            &mut h,
+            "203.0.113.5".parse().unwrap(),
+            &trusted,
+            Scheme::Http,
+            "a.localhost",
+            &o,
+            false,
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.5");
+        assert!(
+            h.get("forwarded").is_none() && h.get("x-real-ip").is_none(),
+            "{h:?}"
+        );
+        let mut h = map(&fields);
+        prepare_request(
+            &mut h,
+            "::ffff:10.1.2.3".parse().unwrap(),
+            &trusted,
+            Scheme::Http,
+            "a.localhost",
+            &o,
+            false,
+        );
+        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 10.1.2.3");
+        assert_eq!(h["forwarded"], "for=198.51.100.1");
+    }
+
+    #[test]
     fn host_becomes_the_host_the_request_was_routed_by() {
         // `GET http://echo.localhost/x` with `Host: admin.internal`.
         let mut h = map(&[("host", "admin.internal")]);
         prepare_request(
             &mut h,
             "127.0.0.1".parse().unwrap(),
+            &TrustedProxies::default(),
             Scheme::Http,
             "echo.localhost",
             &options("http"),
@@ -223,6 +273,7 @@ mod tests {
         prepare_request(
             &mut h,
             "::ffff:10.0.0.1".parse().unwrap(),
+            &TrustedProxies::default(),
             Scheme::Https,
             "a.localhost",
             &o,

@@ -162,6 +162,7 @@ mod tests {
             channel_open_timeout: Duration::from_secs(1),
             close_grace: Duration::from_secs(1),
             spill_dir: std::env::temp_dir(),
+            trusted_proxies: tunnel_core::TrustedProxies::default(),
         };
         let driver = Driver::new(gateway, HeldBinds(Arc::clone(&gate)), settings);
         let endpoint = EndpointId::from_raw(7);

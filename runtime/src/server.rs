@@ -107,6 +107,7 @@ pub async fn start<N: Net>(
         channel_open_timeout: config.channel_open_timeout,
         close_grace: config.close_grace,
         spill_dir: config.spill_dir.clone(),
+        trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone()),
     };
     let driver = Driver::new(Gateway::new(core, rng), net, settings);
 

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub max_names_per_key: usize,
     /// Tcp ports one key may hold, live or reserved.
     pub max_tcp_ports_per_key: usize,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Keys with a quota of their own.
     pub key_quotas: Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyQuota)>,
     /// SSH channel window in bytes, at least [`MIN_CHANNEL_WINDOW`].
@@ -157,6 +159,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         max_names_per_key: s.max_names_per_key,
         max_tcp_ports_per_key: s.max_tcp_ports_per_key,
         key_quotas: s.key_quota,
+        trusted_proxies: s.trusted_proxies,
         channel_window: s.channel_window,
         spill_dir,
         spill: SpillLimits::new(

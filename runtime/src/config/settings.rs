@@ -109,6 +109,9 @@ pub(super) struct Settings {
     /// Tcp ports one key may hold, live or reserved for its reconnects [default: 16]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_tcp_ports_per_key: usize,
+    /// A load balancer in front of this server whose X-Forwarded-For is appended to instead of replaced, repeatable
+    #[arg(long, value_name = "CIDR", value_parser = Rule(values::cidr), action = clap::ArgAction::Append)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// One key's own quota in place of the two above, repeatable (in the file: a list)
     #[arg(long, value_name = "SHA256:FP=NAMES,PORTS", value_parser = Rule(values::key_quota), action = clap::ArgAction::Append)]
     pub key_quota: Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyQuota)>,

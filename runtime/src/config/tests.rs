@@ -56,6 +56,7 @@ fn defaults_with_no_args() {
             max_names_per_key: 64,
             max_tcp_ports_per_key: 16,
             key_quotas: Vec::new(),
+            trusted_proxies: Vec::new(),
             channel_window: 8 * 1024 * 1024,
             spill_dir: PathBuf::from("./tunnel-state/spill"),
             spill: tunnel_core::SpillLimits::new(256 * 1024, 1 << 30, 8 << 30),
@@ -244,12 +245,13 @@ fn file_accepts_every_flag_name() {
         max-names-per-key = 9
         max-tcp-ports-per-key = 8
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
+        trusted-proxies = ["10.0.0.0/8", "192.0.2.7"]
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        30,
+        31,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -283,6 +285,13 @@ fn file_accepts_every_flag_name() {
     assert_eq!(c.channel_window, 1 << 30);
     assert_eq!((c.max_names_per_key, c.max_tcp_ports_per_key), (9, 8));
     assert_eq!(c.key_quotas.len(), 2);
+    assert_eq!(
+        c.trusted_proxies,
+        [
+            "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+            "192.0.2.7/32".parse().unwrap()
+        ]
+    );
     assert_eq!(c.key_quotas[0].0.as_str(), "SHA256:abc+/");
     assert_eq!(
         c.key_quotas[0].1,

@@ -48,6 +48,8 @@ pub enum ValueError {
     ChannelWindowOutOfRange,
     #[error("must not be empty")]
     EmptyPath,
+    #[error("expected an address or a network, e.g. 10.0.0.0/8 or 2001:db8::/32")]
+    Cidr,
     #[error("expected SHA256:FINGERPRINT=NAMES,TCP_PORTS, e.g. SHA256:AbC...=200,50 (the key as ssh-keygen -l prints it)")]
     KeyQuota,
 }
@@ -117,6 +119,15 @@ pub(super) fn channel_window(text: &str) -> Result<u32, ValueError> {
 /// A size in bytes, with an optional binary suffix.
 pub(super) fn byte_size(text: &str) -> Result<u64, ValueError> {
     parse_byte_size(text).ok_or(ValueError::ByteSize)
+}
+
+/// An address or a network in CIDR notation.
+pub(super) fn cidr(text: &str) -> Result<ipnet::IpNet, ValueError> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| ValueError::Cidr)
 }
 
 /// `SHA256:FINGERPRINT=NAMES,TCP_PORTS`: one key's own quota.

@@ -23,10 +23,11 @@ use tokio::sync::Mutex;
 use tunnel_core::command::HttpOptions;
 use tunnel_core::{request_host, EndpointId, Input, Route, VisitorRefusal};
 
+use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
-use crate::net::{ByteStream, Listener, Net};
+use crate::net::{ByteStream, Net};
 
 /// What a visitor gets back: the local service's body streamed, or our short text.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -38,21 +39,15 @@ const MAX_H2_STREAMS: u32 = 100;
 
 /// Serves the HTTP listener until it fails for good.
 pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
+    let mut backoff = AcceptBackoff::new("http");
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(
-                    Arc::clone(&driver),
-                    stream,
-                    peer,
-                    Scheme::Http,
-                ));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "http accept failed");
-                tokio::task::yield_now().await;
-            }
-        }
+        let (stream, peer) = accept(&listener, &mut backoff).await;
+        tokio::spawn(serve_connection(
+            Arc::clone(&driver),
+            stream,
+            peer,
+            Scheme::Http,
+        ));
     }
 }
 

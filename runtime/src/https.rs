@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tunnel_core::command::EndpointKind;
 use tunnel_core::{ClientHello, ClientHelloReader};
 
+use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::Driver;
 use crate::http::Scheme;
@@ -34,17 +35,11 @@ pub async fn serve<N: Net>(
         Ok(local) => local,
         Err(error) => return tracing::error!(%error, "https listener has no address"),
     };
+    let mut backoff = AcceptBackoff::new("https");
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let (driver, acceptor) = (Arc::clone(&driver), acceptor.clone());
-                tokio::spawn(serve_connection(driver, acceptor, stream, peer, local));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "https accept failed");
-                tokio::task::yield_now().await;
-            }
-        }
+        let (stream, peer) = accept(&listener, &mut backoff).await;
+        let (driver, acceptor) = (Arc::clone(&driver), acceptor.clone());
+        tokio::spawn(serve_connection(driver, acceptor, stream, peer, local));
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admission;
 pub mod channel_io;
 pub mod config;

@@ -57,6 +57,10 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
             tracing::warn!("authorized_keys options (from=, restrict, ...) are not enforced");
         }
     }
+    match tunnel_runtime::accept::raise_open_files_limit() {
+        Ok(limit) => tracing::info!("open files limit {limit}"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
     let rng = Box::new(rand_chacha::ChaCha20Rng::from_entropy());
     let _running =
         tunnel_runtime::server::start(TokioNet, &config, host_key, authorized.as_ref(), rng)

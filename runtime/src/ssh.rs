@@ -8,9 +8,10 @@ use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicK
 use russh::{Channel, ChannelId};
 use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 
+use crate::accept::{accept, AcceptBackoff};
 use crate::driver::Driver;
 use crate::keys::fingerprint;
-use crate::net::{Listener, Net};
+use crate::net::Net;
 use crate::read_buffer::ReadBuffered;
 use crate::session_writer::{outbox, run_session_writer, Outgoing};
 
@@ -22,15 +23,9 @@ pub async fn serve<N: Net>(
 ) {
     // Per server, not per process: simulations run many servers and replay by seed.
     let mut next_conn = 0u64;
+    let mut backoff = AcceptBackoff::new("ssh");
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "ssh accept failed");
-                tokio::task::yield_now().await;
-                continue;
-            }
-        };
+        let (stream, peer) = accept(&listener, &mut backoff).await;
         next_conn += 1;
         let conn = ConnId::from_raw(next_conn);
         let driver = Arc::clone(&driver);

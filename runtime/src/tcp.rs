@@ -9,6 +9,7 @@ use russh::server::Handle;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tunnel_core::{Route, VisitorRefusal};
 
+use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::{ConnectionGone, Driver};
 use crate::net::{ByteStream, Listener, Net};
@@ -43,22 +44,13 @@ pub async fn serve_listener<N: Net>(
         .fetch_add(1, Ordering::Relaxed);
     let _count = CountGuard(&driver.stats.active_listeners);
     let local = listener.local_addr().ok();
+    // Out of descriptors and the like: keep serving the connections already open.
+    let mut backoff = AcceptBackoff::new("tcp endpoint");
     loop {
-        match listener.accept().await {
-            Ok((visitor, peer)) => {
-                let driver = Arc::clone(&driver);
-                let local =
-                    local.unwrap_or_else(|| SocketAddr::new(driver.settings().tcp_bind_ip, port));
-                tokio::spawn(
-                    async move { serve_visitor(driver, port, visitor, peer, local).await },
-                );
-            }
-            Err(error) => {
-                // Out of descriptors and the like: keep serving the connections already open.
-                tracing::warn!(port, %error, "accept failed");
-                tokio::task::yield_now().await;
-            }
-        }
+        let (visitor, peer) = accept(listener, &mut backoff).await;
+        let driver = Arc::clone(&driver);
+        let local = local.unwrap_or_else(|| SocketAddr::new(driver.settings().tcp_bind_ip, port));
+        tokio::spawn(async move { serve_visitor(driver, port, visitor, peer, local).await });
     }
 }
 

@@ -1,7 +1,7 @@
 //! Host key and `authorized_keys` files: the only key material the server reads from disk.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::private::Ed25519Keypair;
@@ -113,9 +113,11 @@ fn generate_host_key(path: &Path) -> Result<PrivateKey, KeyError> {
             path: path.to_owned(),
             source,
         })?;
-    write_private_file(path, pem.as_bytes()).map_err(|source| KeyError::WriteHostKey {
-        path: path.to_owned(),
-        source,
+    crate::state_file::write_atomic(path, pem.as_bytes()).map_err(|source| {
+        KeyError::WriteHostKey {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     Ok(key)
 }
@@ -126,24 +128,6 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
-}
-
-/// Writes `contents` to a sibling temporary file created with mode 0600 and renames it into
-/// place, so the secret is never readable by others and a crash never leaves a half-written key.
-fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)
 }
 
 /// The SHA-256 fingerprint of `key`, as `ssh-keygen -l` prints it (`SHA256:` + unpadded base64).

@@ -20,5 +20,6 @@ pub mod server;
 pub mod session_writer;
 pub mod spill;
 pub mod ssh;
+pub mod state_file;
 pub mod tcp;
 pub mod tls;

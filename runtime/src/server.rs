@@ -68,6 +68,12 @@ pub async fn start<N: Net>(
     rng: Box<dyn RngCore + Send>,
 ) -> Result<Running<N>, StartError> {
     let tls = crate::tls::server_config(config)?;
+    if let Some(dir) = crate::state_file::writable_by_others(&config.state_dir) {
+        tracing::warn!(
+            "the state dir {} is writable by others than its owner: they could replace the host key or the certificate",
+            dir.display()
+        );
+    }
     let ssh = bind(&net, "ssh", config.ssh_addr).await?;
     let http = bind(&net, "http", config.http_addr).await?;
     let https = bind(&net, "https", config.https_addr).await?;

@@ -3,8 +3,6 @@
 //! kept in the state dir.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +49,8 @@ pub enum TlsError {
 pub const GENERATED_CERT: &str = "tls-cert.pem";
 /// File name of the generated key in the state dir.
 pub const GENERATED_KEY: &str = "tls-key.pem";
+/// File name of the names the generated certificate covers, in the state dir.
+pub const GENERATED_NAMES: &str = "tls-cert.names";
 
 /// The rustls configuration for terminating https: ALPN offers h2 and http/1.1.
 pub fn server_config(config: &ServerConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -83,12 +83,15 @@ pub fn server_config(config: &ServerConfig) -> Result<Arc<rustls::ServerConfig>,
 fn generated(state_dir: &Path, domain: &str) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert_path = state_dir.join(GENERATED_CERT);
     let key_path = state_dir.join(GENERATED_KEY);
-    if cert_path.exists() && key_path.exists() {
+    let names = vec![domain.to_owned(), format!("*.{domain}")];
+    // The names the pair was made for, beside it: a pair made for another --domain is remade.
+    let names_path = state_dir.join(GENERATED_NAMES);
+    let made_for = fs::read_to_string(&names_path).unwrap_or_default();
+    if cert_path.exists() && key_path.exists() && made_for == names.join("\n") {
         return Ok((cert_path, key_path));
     }
-    let names = vec![domain.to_owned(), format!("*.{domain}")];
     let generate = || -> Result<_, rcgen::Error> {
-        let mut params = rcgen::CertificateParams::new(names)?;
+        let mut params = rcgen::CertificateParams::new(names.clone())?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, domain);
@@ -104,26 +107,49 @@ fn generated(state_dir: &Path, domain: &str) -> Result<(PathBuf, PathBuf), TlsEr
         path: state_dir.to_owned(),
         source,
     })?;
-    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    write_new(&key_path, key.serialize_pem().as_bytes())?;
+    write_new(&cert_path, cert.pem().as_bytes())?;
+    write_new(&names_path, names.join("\n").as_bytes())?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate for {domain} and *.{domain}");
     Ok((cert_path, key_path))
 }
 
-/// Writes a file created with `mode` (a key is never readable by others, not even briefly).
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(path)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    write().map_err(|source| TlsError::Write {
+/// Writes a file whole, readable by the server only.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    crate::state_file::write_atomic(path, bytes).map_err(|source| TlsError::Write {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_generated_pair_is_kept_for_its_domain_and_remade_for_another() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = generated(dir.path(), "one.test").expect("generated");
+        let first = fs::read(&cert).expect("read");
+        let mode = fs::metadata(&key).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        generated(dir.path(), "one.test").expect("reused");
+        assert_eq!(
+            fs::read(&cert).expect("read"),
+            first,
+            "same domain, same certificate"
+        );
+        generated(dir.path(), "two.test").expect("remade");
+        assert_ne!(
+            fs::read(&cert).expect("read"),
+            first,
+            "a certificate for one.test would be served for two.test"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(GENERATED_NAMES)).expect("read"),
+            "two.test\n*.two.test"
+        );
+    }
 }

@@ -181,6 +181,38 @@ pub struct Limits {
     visitors_per_endpoint: usize,
     names_per_key: usize,
     tcp_ports_per_key: usize,
+    startups: Startups,
+}
+
+/// Random early drop of new connections while many are not authenticated yet, as OpenSSH's
+/// `MaxStartups start:rate:full`: below `start` none is dropped; from `start` each new one is
+/// dropped with probability `rate`%, rising linearly to 100% at `full`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Startups {
+    /// Unauthenticated connections from which drops begin.
+    pub start: usize,
+    /// The drop probability at `start`, in percent.
+    pub rate: u32,
+    /// Unauthenticated connections at which every new one is dropped.
+    pub full: usize,
+}
+
+impl Startups {
+    /// Whether a new connection arriving while `unauthenticated` others are waiting is dropped;
+    /// `random` is called at most once, for a draw when the answer is left to chance.
+    pub fn drops(&self, unauthenticated: usize, random: impl FnOnce() -> u32) -> bool {
+        if unauthenticated < self.start {
+            return false;
+        }
+        if unauthenticated >= self.full || self.full <= self.start {
+            return true;
+        }
+        let rate = u64::from(self.rate.min(100));
+        let span = (self.full - self.start) as u64;
+        let past = (unauthenticated - self.start) as u64;
+        let percent = rate + (100 - rate) * past / span;
+        u64::from(random() % 100) < percent
+    }
 }
 
 /// How many names and tcp ports one key may hold at once, live or reserved for its reconnects.
@@ -195,7 +227,8 @@ pub struct KeyQuota {
 impl Default for Limits {
     /// 64 endpoints per connection, 1024 connections per key, 64 unauthenticated connections
     /// per IP, 32 lines queued before the session opens, 8 ports tried per tcp endpoint, 1024
-    /// visitors per endpoint, 64 names and 16 tcp ports per key.
+    /// visitors per endpoint, 64 names and 16 tcp ports per key, random early drop of new
+    /// connections from 100 unauthenticated ones (30%) to 1000 (all).
     fn default() -> Self {
         Self {
             endpoints_per_connection: 64,
@@ -206,6 +239,11 @@ impl Default for Limits {
             visitors_per_endpoint: 1024,
             names_per_key: 64,
             tcp_ports_per_key: 16,
+            startups: Startups {
+                start: 100,
+                rate: 30,
+                full: 1000,
+            },
         }
     }
 }
@@ -226,6 +264,17 @@ macro_rules! limit {
 }
 
 impl Limits {
+    /// Random early drop of new connections while many are unauthenticated.
+    pub fn startups(&self) -> Startups {
+        self.startups
+    }
+
+    /// Sets the random early drop (see [`Startups`]).
+    pub fn with_startups(mut self, startups: Startups) -> Self {
+        self.startups = startups;
+        self
+    }
+
     limit!(
         /// Forwards (endpoints) one connection may hold; one more ends the session.
         endpoints_per_connection,
@@ -237,7 +286,8 @@ impl Limits {
         with_connections_per_key
     );
     limit!(
-        /// Connections from one IP address not yet authenticated; one more is closed at once.
+        /// Connections not yet authenticated from one IPv4 address or one IPv6 /64; one more is
+        /// closed at once.
         unauthenticated_per_ip,
         with_unauthenticated_per_ip
     );
@@ -270,4 +320,26 @@ impl Limits {
         tcp_ports_per_key,
         with_tcp_ports_per_key
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_early_drop_rises_from_rate_to_all() {
+        let s = Startups {
+            start: 10,
+            rate: 30,
+            full: 20,
+        };
+        assert!(!s.drops(9, || unreachable!("no draw below start")));
+        // At start: 30% of draws drop.
+        assert!(s.drops(10, || 29));
+        assert!(!s.drops(10, || 30));
+        // Half way: 65%.
+        assert!(s.drops(15, || 64));
+        assert!(!s.drops(15, || 65));
+        assert!(s.drops(20, || unreachable!("no draw at full")));
+    }
 }

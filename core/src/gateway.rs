@@ -1,7 +1,7 @@
 //! The gateway: owns every connection, forward, name and port, and turns inputs into actions.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -131,6 +131,10 @@ struct Connection {
     session: Session,
     /// A session channel was opened; a second one is refused.
     session_channel: bool,
+    /// Closed by the gateway before it authenticated: it keeps its unauthenticated slot until
+    /// the adapter reports the socket closed, so a client that ignores the close cannot
+    /// outnumber the cap.
+    closing: bool,
 }
 
 enum CommandState {
@@ -256,10 +260,9 @@ impl Gateway {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Auth(conn) => {
-                    let unauthenticated = self.conns.get(&conn).is_some_and(|c| c.key.is_none());
-                    if unauthenticated {
+                    if let Some(c) = self.conns.get_mut(&conn).filter(|c| c.key.is_none()) {
+                        c.closing = true;
                         self.close(conn, CLOSED_BY_SERVER.to_owned());
-                        self.drop_connection(now, conn);
                     }
                 }
                 Timer::Command(conn) => {
@@ -367,12 +370,18 @@ impl Gateway {
         if self.conns.contains_key(&conn) {
             return;
         }
-        let unauthenticated_here = self
-            .conns
-            .values()
-            .filter(|c| c.key.is_none() && c.peer.ip() == peer.ip())
-            .count();
-        if unauthenticated_here >= self.config.limits().unauthenticated_per_ip() {
+        let source = source_of(peer.ip());
+        let (mut everywhere, mut here) = (0, 0);
+        for c in self.conns.values().filter(|c| c.key.is_none()) {
+            everywhere += 1;
+            if source_of(c.peer.ip()) == source {
+                here += 1;
+            }
+        }
+        let limits = self.config.limits();
+        let crowded = here >= limits.unauthenticated_per_ip()
+            || limits.startups().drops(everywhere, || self.rng.next_u32());
+        if crowded {
             return self.close(conn, CLOSED_BY_SERVER.to_owned());
         }
         self.timers
@@ -386,13 +395,15 @@ impl Gateway {
                 command: CommandState::Waiting,
                 session: Session::NotYet(Vec::new()),
                 session_channel: false,
+                closing: false,
             },
         );
     }
 
     fn auth_requested(&mut self, now: Instant, conn: ConnId, user: &str, key: KeyFingerprint) {
         // A connection already dropped (auth timeout, per-IP limit) is never let in.
-        let accepted = self.conns.contains_key(&conn) && self.accepts_key(&key);
+        let open = self.conns.get(&conn).is_some_and(|c| !c.closing);
+        let accepted = open && self.accepts_key(&key);
         self.actions.push_back(Action::Auth { conn, accepted });
         if !accepted {
             return;
@@ -724,6 +735,28 @@ impl Gateway {
             }
             Session::NotYet(_) | Session::Closed => {}
         }
+    }
+}
+
+/// Where unauthenticated connections are counted from: one IPv4 address, or one IPv6 /64 (what
+/// one customer of a provider is usually given, so one client cannot multiply itself by its
+/// addresses).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                segments[3],
+                0,
+                0,
+                0,
+                0,
+            ))
+        }
+        v4 => v4,
     }
 }
 

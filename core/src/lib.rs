@@ -23,7 +23,7 @@ mod visitors;
 
 pub use action::{Action, OutputStream, Reply};
 pub use client_hello::{read_client_hello, ClientHello, ClientHelloReader, MAX_CLIENT_HELLO_BYTES};
-pub use config::{GatewayConfig, KeyQuota, Limits};
+pub use config::{GatewayConfig, KeyQuota, Limits, Startups};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
 pub use error::{CommandError, ForwardError, SessionError, Shown};
 pub use gateway::{Gateway, CLOSED_BY_SERVER, SYNTAX_VERSION};

@@ -12,6 +12,7 @@ pub mod http;
 pub mod http_headers;
 pub mod https;
 pub mod keys;
+pub mod killable;
 pub mod listeners;
 pub mod net;
 pub mod proxy_header;

@@ -2,6 +2,7 @@
 //! core's answer; no decision is taken here.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -11,6 +12,7 @@ use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 use crate::accept::{accept, AcceptBackoff};
 use crate::driver::Driver;
 use crate::keys::fingerprint;
+use crate::killable::{KillSwitch, Killable};
 use crate::net::Net;
 use crate::read_buffer::ReadBuffered;
 use crate::session_writer::{outbox, run_session_writer, Outgoing};
@@ -51,25 +53,63 @@ async fn run_connection<N: Net>(
         driver.submit(Input::ConnectionClosed { conn }).await;
         return;
     }
+    let authenticated = Arc::new(AtomicBool::new(false));
     let handler = SshHandler {
         conn,
         driver: Arc::clone(&driver),
         next_request: 0,
         session: None,
         pty: false,
+        authenticated: Arc::clone(&authenticated),
     };
-    match russh::server::run_stream(config, ReadBuffered::new(stream), handler).await {
-        Ok(session) => {
+    // The whole phase before authentication (banner, key exchange, auth) is bounded here: the
+    // core's own deadline can only close a connection whose handshake is done.
+    let auth_timeout = driver.with_gateway(|g| g.config().auth_timeout());
+    let deadline = tokio::time::Instant::now() + auth_timeout;
+    let kill = KillSwitch::default();
+    let started = tokio::time::timeout_at(
+        deadline,
+        russh::server::run_stream(
+            config,
+            ReadBuffered::new(Killable::new(stream, kill.clone())),
+            handler,
+        ),
+    )
+    .await;
+    match started {
+        Ok(Ok(mut session)) => {
             let handle = session.handle();
             driver.set_handle(conn, handle.clone());
             let grace = driver.settings().close_grace;
             tokio::spawn(run_session_writer(handle, outbox_reader, grace));
-            if let Err(error) = session.await {
-                tracing::debug!(%conn, %peer, %error, "ssh connection ended with an error");
+            let too_slow = async {
+                tokio::time::sleep_until(deadline).await;
+                if authenticated.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let ended = tokio::select! {
+                ended = &mut session => Some(ended),
+                () = too_slow => None,
+            };
+            match ended {
+                Some(Err(error)) => {
+                    tracing::debug!(%conn, %peer, %error, "ssh connection ended with an error");
+                }
+                Some(Ok(())) => {}
+                None => {
+                    tracing::debug!(%conn, %peer, "not authenticated in time; closed");
+                    // A client stalled in the key exchange never reads a disconnect: cut its
+                    // stream, which ends russh's task for it and closes the socket.
+                    kill.kill();
+                    let _ = session.await;
+                }
             }
         }
-        Err(error) => tracing::debug!(%conn, %peer, %error, "ssh handshake failed"),
+        Ok(Err(error)) => tracing::debug!(%conn, %peer, %error, "ssh handshake failed"),
+        Err(_) => tracing::debug!(%conn, %peer, "no SSH banner in time; closed"),
     }
+    // Only now, with the socket gone, does the connection give back its unauthenticated slot.
     driver.submit(Input::ConnectionClosed { conn }).await;
 }
 
@@ -80,6 +120,8 @@ struct SshHandler<N: Net> {
     /// The session channel, kept so its messages keep flowing.
     session: Option<Channel<Msg>>,
     pty: bool,
+    /// Set once the core accepted a key: the pre-auth deadline no longer applies.
+    authenticated: Arc<AtomicBool>,
 }
 
 impl<N: Net> SshHandler<N> {
@@ -120,6 +162,7 @@ impl<N: Net> Handler for SshHandler<N> {
             key: KeyFingerprint::new(fingerprint(key.public_key)),
         };
         Ok(if self.driver.submit(input).await.auth(self.conn) {
+            self.authenticated.store(true, Ordering::Relaxed);
             Auth::Accept
         } else {
             Auth::reject()

@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub max_unauthenticated_per_ip: usize,
     /// Visitor connections one endpoint serves at once; more get 503 (http) or are closed.
     pub max_visitors_per_endpoint: usize,
+    /// Random early drop of new connections while many are unauthenticated.
+    pub max_startups: tunnel_core::Startups,
     /// Names one key may hold, live or reserved.
     pub max_names_per_key: usize,
     /// Tcp ports one key may hold, live or reserved.
@@ -156,6 +158,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         max_connections_per_key: s.max_connections_per_key,
         max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,
         max_visitors_per_endpoint: s.max_visitors_per_endpoint,
+        max_startups: s.max_startups,
         max_names_per_key: s.max_names_per_key,
         max_tcp_ports_per_key: s.max_tcp_ports_per_key,
         key_quotas: s.key_quota,

@@ -103,6 +103,9 @@ pub(super) struct Settings {
     /// Visitor connections one endpoint serves at once; more get 503 (http) or are closed [default: 1024]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_visitors_per_endpoint: usize,
+    /// Random early drop of new SSH connections while many are unauthenticated, as OpenSSH's MaxStartups [default: 100:30:1000]
+    #[arg(long, value_name = "START:RATE:FULL", value_parser = Rule(values::startups))]
+    pub max_startups: tunnel_core::Startups,
     /// Names one key may hold, live or reserved for its reconnects [default: 64]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_names_per_key: usize,
@@ -153,6 +156,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("max-connections-per-key", "1024"),
     ("max-unauthenticated-per-ip", "64"),
     ("max-visitors-per-endpoint", "1024"),
+    ("max-startups", "100:30:1000"),
     ("max-names-per-key", "64"),
     ("max-tcp-ports-per-key", "16"),
     ("channel-window", "8MiB"),

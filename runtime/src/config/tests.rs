@@ -53,6 +53,11 @@ fn defaults_with_no_args() {
             max_connections_per_key: 1024,
             max_unauthenticated_per_ip: 64,
             max_visitors_per_endpoint: 1024,
+            max_startups: tunnel_core::Startups {
+                start: 100,
+                rate: 30,
+                full: 1000,
+            },
             max_names_per_key: 64,
             max_tcp_ports_per_key: 16,
             key_quotas: Vec::new(),
@@ -242,6 +247,7 @@ fn file_accepts_every_flag_name() {
         spill-memory-per-visitor = 1024
         spill-max-per-visitor = "2MiB"
         spill-max-total = "3GiB"
+        max-startups = "5:50:10"
         max-names-per-key = 9
         max-tcp-ports-per-key = 8
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
@@ -251,7 +257,7 @@ fn file_accepts_every_flag_name() {
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        31,
+        32,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -284,6 +290,20 @@ fn file_accepts_every_flag_name() {
     );
     assert_eq!(c.channel_window, 1 << 30);
     assert_eq!((c.max_names_per_key, c.max_tcp_ports_per_key), (9, 8));
+    assert_eq!(
+        c.max_startups,
+        tunnel_core::Startups {
+            start: 5,
+            rate: 50,
+            full: 10
+        }
+    );
+    for bad in ["", "1:2", "10:101:20", "20:30:10", "a:b:c", "0"] {
+        assert!(
+            error(&["--max-startups", bad]).contains("expected START:RATE:FULL"),
+            "{bad}"
+        );
+    }
     assert_eq!(c.key_quotas.len(), 2);
     assert_eq!(
         c.trusted_proxies,

@@ -48,6 +48,8 @@ pub enum ValueError {
     ChannelWindowOutOfRange,
     #[error("must not be empty")]
     EmptyPath,
+    #[error("expected START:RATE:FULL, e.g. 100:30:1000 (RATE a percentage, START at most FULL)")]
+    Startups,
     #[error("expected an address or a network, e.g. 10.0.0.0/8 or 2001:db8::/32")]
     Cidr,
     #[error("expected SHA256:FINGERPRINT=NAMES,TCP_PORTS, e.g. SHA256:AbC...=200,50 (the key as ssh-keygen -l prints it)")]
@@ -119,6 +121,29 @@ pub(super) fn channel_window(text: &str) -> Result<u32, ValueError> {
 /// A size in bytes, with an optional binary suffix.
 pub(super) fn byte_size(text: &str) -> Result<u64, ValueError> {
     parse_byte_size(text).ok_or(ValueError::ByteSize)
+}
+
+/// `START:RATE:FULL` (OpenSSH's `MaxStartups` syntax), or one number for `N:100:N`.
+pub(super) fn startups(text: &str) -> Result<tunnel_core::Startups, ValueError> {
+    let numbers: Vec<&str> = text.trim().split(':').collect();
+    let number = |t: &str| t.trim().parse::<usize>().map_err(|_| ValueError::Startups);
+    let startups = match numbers[..] {
+        [full] => tunnel_core::Startups {
+            start: number(full)?,
+            rate: 100,
+            full: number(full)?,
+        },
+        [start, rate, full] => tunnel_core::Startups {
+            start: number(start)?,
+            rate: u32::try_from(number(rate)?).map_err(|_| ValueError::Startups)?,
+            full: number(full)?,
+        },
+        _ => return Err(ValueError::Startups),
+    };
+    if startups.rate > 100 || startups.start > startups.full || startups.full == 0 {
+        return Err(ValueError::Startups);
+    }
+    Ok(startups)
 }
 
 /// An address or a network in CIDR notation.

@@ -3,12 +3,11 @@
 //! floods the log. Back off instead, and say so at most once a second per listener.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::net::Listener;
+use crate::net::{Accepted, Listener};
 
 /// The first wait after a failed accept, doubled after each further one.
 const FIRST_DELAY: Duration = Duration::from_millis(5);
@@ -67,10 +66,7 @@ impl AcceptBackoff {
 }
 
 /// The next connection on `listener`, waiting out failures as `backoff` says.
-pub async fn accept<L: Listener>(
-    listener: &L,
-    backoff: &mut AcceptBackoff,
-) -> (L::Stream, SocketAddr) {
+pub async fn accept<L: Listener>(listener: &L, backoff: &mut AcceptBackoff) -> Accepted<L::Stream> {
     loop {
         match listener.accept().await {
             Ok(accepted) => {

@@ -27,7 +27,7 @@ use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
-use crate::net::{ByteStream, Net};
+use crate::net::{Accepted, ByteStream, Net};
 
 /// What a visitor gets back: the local service's body streamed, or our short text.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -41,7 +41,7 @@ const MAX_H2_STREAMS: u32 = 100;
 pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     let mut backoff = AcceptBackoff::new("http");
     loop {
-        let (stream, peer) = accept(&listener, &mut backoff).await;
+        let Accepted { stream, peer, .. } = accept(&listener, &mut backoff).await;
         tokio::spawn(serve_connection(
             Arc::clone(&driver),
             stream,

@@ -18,7 +18,7 @@ use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::Driver;
 use crate::http::Scheme;
-use crate::net::{ByteStream, Listener, Net};
+use crate::net::{Accepted, ByteStream, Net};
 
 /// A fatal `unrecognized_name` alert (RFC 8446 §6.2, RFC 6066 §3), sent in a plaintext record
 /// because no handshake ever started.
@@ -31,13 +31,13 @@ pub async fn serve<N: Net>(
     tls: Arc<rustls::ServerConfig>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let local = match listener.local_addr() {
-        Ok(local) => local,
-        Err(error) => return tracing::error!(%error, "https listener has no address"),
-    };
     let mut backoff = AcceptBackoff::new("https");
     loop {
-        let (stream, peer) = accept(&listener, &mut backoff).await;
+        let Accepted {
+            stream,
+            peer,
+            local,
+        } = accept(&listener, &mut backoff).await;
         let (driver, acceptor) = (Arc::clone(&driver), acceptor.clone());
         tokio::spawn(serve_connection(driver, acceptor, stream, peer, local));
     }

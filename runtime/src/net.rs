@@ -22,13 +22,25 @@ pub trait Net: Clone + Send + Sync + 'static {
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
 }
 
+/// An accepted connection and both its ends.
+#[derive(Debug)]
+pub struct Accepted<S> {
+    /// The connection.
+    pub stream: S,
+    /// The visitor's address.
+    pub peer: SocketAddr,
+    /// The address the visitor reached: the socket's own, which on a wildcard or dual-stack
+    /// listener says more than the listener's (a PROXY header's destination).
+    pub local: SocketAddr,
+}
+
 /// A bound TCP listener.
 pub trait Listener: Send + Sync + 'static {
     /// The accepted connection type.
     type Stream: ByteStream;
 
-    /// Waits for the next connection and the visitor's address.
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<Accepted<Self::Stream>>> + Send;
 
     /// The address actually bound (port 0 resolved).
     fn local_addr(&self) -> io::Result<SocketAddr>;
@@ -50,11 +62,16 @@ impl Net for TokioNet {
 impl Listener for tokio::net::TcpListener {
     type Stream = tokio::net::TcpStream;
 
-    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
+    async fn accept(&self) -> io::Result<Accepted<Self::Stream>> {
         let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
         // Tunnel traffic is interactive as often as bulk: never wait for Nagle.
         stream.set_nodelay(true)?;
-        Ok((stream, peer))
+        let local = stream.local_addr()?;
+        Ok(Accepted {
+            stream,
+            peer,
+            local,
+        })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -13,7 +13,7 @@ use crate::accept::{accept, AcceptBackoff};
 use crate::driver::Driver;
 use crate::keys::fingerprint;
 use crate::killable::{KillSwitch, Killable};
-use crate::net::Net;
+use crate::net::{Accepted, Net};
 use crate::read_buffer::ReadBuffered;
 use crate::session_writer::{outbox, run_session_writer, Outgoing};
 
@@ -27,7 +27,7 @@ pub async fn serve<N: Net>(
     let mut next_conn = 0u64;
     let mut backoff = AcceptBackoff::new("ssh");
     loop {
-        let (stream, peer) = accept(&listener, &mut backoff).await;
+        let Accepted { stream, peer, .. } = accept(&listener, &mut backoff).await;
         next_conn += 1;
         let conn = ConnId::from_raw(next_conn);
         let driver = Arc::clone(&driver);

@@ -12,7 +12,7 @@ use tunnel_core::{Route, VisitorRefusal};
 use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::{ConnectionGone, Driver};
-use crate::net::{ByteStream, Listener, Net};
+use crate::net::{Accepted, ByteStream, Net};
 use crate::proxy_header;
 
 /// Piping buffer per direction: large enough for full-size SSH packets, small enough that a
@@ -43,13 +43,15 @@ pub async fn serve_listener<N: Net>(
         .active_listeners
         .fetch_add(1, Ordering::Relaxed);
     let _count = CountGuard(&driver.stats.active_listeners);
-    let local = listener.local_addr().ok();
     // Out of descriptors and the like: keep serving the connections already open.
     let mut backoff = AcceptBackoff::new("tcp endpoint");
     loop {
-        let (visitor, peer) = accept(listener, &mut backoff).await;
+        let Accepted {
+            stream: visitor,
+            peer,
+            local,
+        } = accept(listener, &mut backoff).await;
         let driver = Arc::clone(&driver);
-        let local = local.unwrap_or_else(|| SocketAddr::new(driver.settings().tcp_bind_ip, port));
         tokio::spawn(async move { serve_visitor(driver, port, visitor, peer, local).await });
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tunnel_runtime::net::{Listener, Net};
+use tunnel_runtime::net::{Accepted, Listener, Net};
 
 /// turmoil's network, as seen from the host the server runs on.
 #[derive(Clone, Copy, Debug, Default)]
@@ -25,8 +25,14 @@ impl Net for SimNet {
 impl Listener for SimListener {
     type Stream = turmoil::net::TcpStream;
 
-    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
-        self.0.accept().await
+    async fn accept(&self) -> io::Result<Accepted<Self::Stream>> {
+        let (stream, peer) = self.0.accept().await?;
+        let local = stream.local_addr()?;
+        Ok(Accepted {
+            stream,
+            peer,
+            local,
+        })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -141,3 +141,39 @@ fn proxy_proto_1_sends_a_v1_line_naming_the_visitor() {
 fn proxy_proto_2_sends_a_v2_header_naming_the_visitor() {
     check_proxy_header("2");
 }
+
+#[test]
+fn the_proxy_header_names_the_address_reached_even_on_a_wildcard_listener() {
+    // Tcp endpoints listen on the SSH listener's IP: here 0.0.0.0, where the listener's own
+    // address says nothing about where the visitor arrived.
+    let key = tunnel_e2e::Key::generate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("authorized_keys");
+    std::fs::write(&keys, key.public_line() + "\n").expect("write authorized_keys");
+    let server = Server::start(&[
+        "--ssh-addr",
+        "0.0.0.0:0",
+        "--authorized-keys",
+        keys.to_str().expect("UTF-8 temp path"),
+    ]);
+    let (service, headers) = proxy_service();
+    let mut client = Client::builder(&server)
+        .key(&key)
+        .forward(format!("0:localhost:{}", service.port()))
+        .command(["tcp", "--proxy-proto", "2"])
+        .spawn();
+    let port = client.wait_forwarding().public_port();
+    let mut stream = visitor::connect(port).expect("connect to the tunnel");
+    let back = visitor::round_trip(&mut stream, b"after the header")
+        .unwrap_or_else(|e| client.fail(&format!("echo failed: {e}")));
+    assert_eq!(back, b"after the header");
+    let header = headers
+        .recv_timeout(FAILURE_TIMEOUT)
+        .unwrap_or_else(|_| client.fail("the service got no connection"))
+        .unwrap_or_else(|e| client.fail(&format!("bad PROXY header: {e}")));
+    assert_eq!(
+        header.destination,
+        stream.peer_addr().expect("connected"),
+        "the destination is the socket the visitor reached, not 0.0.0.0: {header:?}"
+    );
+}

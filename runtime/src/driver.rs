@@ -28,6 +28,9 @@ pub struct DriverSettings {
     pub tcp_bind_ip: IpAddr,
     /// How long an HTTP visitor may take to send a request head.
     pub http_header_timeout: Duration,
+    /// How long an HTTP visitor connection may stay quiet (before its first request, between
+    /// requests, in a request body) before it is closed; upgraded streams are exempt.
+    pub http_idle_timeout: Duration,
     /// How long an https visitor may take to send its ClientHello.
     pub tls_hello_timeout: Duration,
     /// How long a `forwarded-tcpip` channel open may take before the visitor is refused.

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -27,6 +28,7 @@ use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
+use crate::idle::{Exempt, Idle};
 use crate::net::{Accepted, ByteStream, Net};
 
 /// What a visitor gets back: the local service's body streamed, or our short text.
@@ -35,6 +37,9 @@ pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 /// Limits on what a visitor may send before we answer (the time limit is a setting).
 const MAX_HEADERS: usize = 100;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Pings on an idle HTTP/2 connection, and how long an answer may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_H2_STREAMS: u32 = 100;
 
 /// Serves the HTTP listener until it fails for good.
@@ -79,11 +84,14 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
     scheme: Scheme,
 ) {
     let header_timeout = driver.settings().http_header_timeout;
+    let exempt = Exempt::default();
+    let stream = Idle::new(stream, driver.settings().http_idle_timeout, exempt.clone());
     let visitor = Arc::new(Visitor {
         driver,
         peer,
         scheme,
         upstream: Mutex::new(None),
+        quiet_allowed: exempt,
     });
     let service = service_fn(move |request| {
         let visitor = Arc::clone(&visitor);
@@ -114,6 +122,9 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
             builder
                 .http2()
                 .timer(TokioTimer::new())
+                // An HTTP/2 connection that stops answering pings is gone.
+                .keep_alive_interval(Some(H2_PING_INTERVAL))
+                .keep_alive_timeout(H2_PING_TIMEOUT)
                 .max_concurrent_streams(MAX_H2_STREAMS)
                 .max_header_list_size(MAX_HEAD_BYTES as u32);
             builder.serve_connection_with_upgrades(io, service).await
@@ -130,6 +141,8 @@ struct Visitor<N: Net> {
     peer: SocketAddr,
     scheme: Scheme,
     upstream: Mutex<Option<Upstream>>,
+    /// Set once the connection is upgraded: a quiet WebSocket is normal.
+    quiet_allowed: Exempt,
 }
 
 struct Upstream {
@@ -253,6 +266,7 @@ impl<N: Net> Visitor<N> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         match (switching, visitor_upgrade) {
             (true, Some(visitor_upgrade)) => {
+                self.quiet_allowed.set();
                 let local_upgrade = hyper::upgrade::on(&mut response);
                 let driver = Arc::clone(&self.driver);
                 tokio::spawn(async move {

@@ -103,9 +103,15 @@ async fn serve_connection<N: Net>(
                 offset: 0,
                 inner: stream,
             };
-            match acceptor.accept(replayed).await {
-                Ok(tls) => crate::http::serve_connection(driver, tls, peer, Scheme::Https).await,
-                Err(error) => tracing::debug!(%peer, %error, "tls handshake failed"),
+            // The handshake is bounded like the ClientHello: a visitor that stops halfway holds
+            // nothing for long.
+            let handshake = driver.settings().tls_hello_timeout;
+            match tokio::time::timeout(handshake, acceptor.accept(replayed)).await {
+                Ok(Ok(tls)) => {
+                    crate::http::serve_connection(driver, tls, peer, Scheme::Https).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "tls handshake failed"),
+                Err(_) => tracing::debug!(%peer, "tls handshake not finished in time"),
             }
         }
         // The core routes no tcp endpoint by name.

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod http;
 pub mod http_headers;
 pub mod https;
+pub mod idle;
 pub mod keys;
 pub mod killable;
 pub mod listeners;

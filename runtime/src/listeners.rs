@@ -158,6 +158,7 @@ mod tests {
         let settings = DriverSettings {
             tcp_bind_ip: Ipv4Addr::LOCALHOST.into(),
             http_header_timeout: Duration::from_secs(1),
+            http_idle_timeout: Duration::from_secs(1),
             tls_hello_timeout: Duration::from_secs(1),
             channel_open_timeout: Duration::from_secs(1),
             close_grace: Duration::from_secs(1),

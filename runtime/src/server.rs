@@ -110,6 +110,7 @@ pub async fn start<N: Net>(
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),
         http_header_timeout: config.http_header_timeout,
+        http_idle_timeout: config.http_idle_timeout,
         tls_hello_timeout: config.tls_hello_timeout,
         channel_open_timeout: config.channel_open_timeout,
         close_grace: config.close_grace,

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub auth_timeout: Duration,
     /// Time a visitor has to send its HTTP request head; never zero.
     pub http_header_timeout: Duration,
+    /// How long an HTTP visitor connection may stay quiet; never zero.
+    pub http_idle_timeout: Duration,
     /// Time a visitor on the https listener has to send its ClientHello; never zero.
     pub tls_hello_timeout: Duration,
     /// Time a `forwarded-tcpip` channel open may take before the visitor gets 502 (http) or is
@@ -151,6 +153,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         keepalive_max: s.keepalive_max,
         auth_timeout: s.auth_timeout,
         http_header_timeout: s.http_header_timeout,
+        http_idle_timeout: s.http_idle_timeout,
         tls_hello_timeout: s.tls_hello_timeout,
         channel_open_timeout: s.channel_open_timeout,
         close_grace: s.close_grace,

@@ -82,6 +82,9 @@ pub(super) struct Settings {
     /// Time a visitor has to send its HTTP request head [default: 20s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub http_header_timeout: Duration,
+    /// How long an HTTP visitor connection may stay quiet (before its first request, between requests, mid-body); upgraded streams are exempt [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
+    pub http_idle_timeout: Duration,
     /// Time a visitor on the HTTPS listener has to send its TLS ClientHello [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub tls_hello_timeout: Duration,
@@ -149,6 +152,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("keepalive-max", "3"),
     ("auth-timeout", "30s"),
     ("http-header-timeout", "20s"),
+    ("http-idle-timeout", "60s"),
     ("tls-hello-timeout", "10s"),
     ("channel-open-timeout", "10s"),
     ("close-grace", "5s"),

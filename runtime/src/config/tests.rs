@@ -46,6 +46,7 @@ fn defaults_with_no_args() {
             keepalive_max: 3,
             auth_timeout: Duration::from_secs(30),
             http_header_timeout: Duration::from_secs(20),
+            http_idle_timeout: Duration::from_secs(60),
             tls_hello_timeout: Duration::from_secs(10),
             channel_open_timeout: Duration::from_secs(10),
             close_grace: Duration::from_secs(5),
@@ -248,6 +249,7 @@ fn file_accepts_every_flag_name() {
         spill-max-per-visitor = "2MiB"
         spill-max-total = "3GiB"
         max-startups = "5:50:10"
+        http-idle-timeout = "2m"
         max-names-per-key = 9
         max-tcp-ports-per-key = 8
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
@@ -257,7 +259,7 @@ fn file_accepts_every_flag_name() {
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        32,
+        33,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -290,6 +292,7 @@ fn file_accepts_every_flag_name() {
     );
     assert_eq!(c.channel_window, 1 << 30);
     assert_eq!((c.max_names_per_key, c.max_tcp_ports_per_key), (9, 8));
+    assert_eq!(c.http_idle_timeout, Duration::from_secs(120));
     assert_eq!(
         c.max_startups,
         tunnel_core::Startups {

@@ -34,6 +34,14 @@ pub struct GatewayConfig {
     limits: Limits,
     spill: SpillLimits,
     key_quotas: BTreeMap<KeyFingerprint, KeyQuota>,
+    home: Home,
+}
+
+/// What the server's own page at DOMAIN tells a visitor about connecting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Home {
+    ssh_port: u16,
+    host_key: String,
 }
 
 impl GatewayConfig {
@@ -54,6 +62,10 @@ impl GatewayConfig {
             limits: Limits::default(),
             spill: SpillLimits::default(),
             key_quotas: BTreeMap::new(),
+            home: Home {
+                ssh_port: 22,
+                host_key: String::new(),
+            },
         }
     }
 
@@ -94,6 +106,38 @@ impl GatewayConfig {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// What the server's own page at DOMAIN tells visitors: the public SSH port users connect to
+    /// and the host key's fingerprint (`SHA256:...`), so they can check it on first connect.
+    pub fn with_home(mut self, ssh_port: u16, host_key_fingerprint: impl Into<String>) -> Self {
+        self.home = Home {
+            ssh_port,
+            host_key: host_key_fingerprint.into(),
+        };
+        self
+    }
+
+    /// The server's own page at DOMAIN, in plain text: what this server is and how to use it.
+    pub fn home_page(&self) -> String {
+        let domain = &self.domain;
+        let port = match self.home.ssh_port {
+            22 => String::new(),
+            port => format!(" -p {port}"),
+        };
+        let mut page = format!(
+            "{domain} is a tunnel server: it publishes services that their owners share with ssh.\n\n\
+             Share a local web app on port 3000:\n    ssh -R 80:localhost:3000{port} {domain} http\n\
+             Share any TCP service, here port 22:\n    ssh -R 0:localhost:22{port} {domain} tcp\n\
+             All commands and flags:\n    ssh{port} {domain} help\n"
+        );
+        if !self.home.host_key.is_empty() {
+            page.push_str(&format!(
+                "\nThe server's host key: {}\n",
+                self.home.host_key
+            ));
+        }
+        page
     }
 
     /// A quota of its own for one key, in place of the one in [`Limits`] (an operator's heavy

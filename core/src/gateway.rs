@@ -284,9 +284,17 @@ impl Gateway {
     /// Where a visitor on a public listener goes, by Host header value (HTTP) or SNI name
     /// (HTTPS), or why it goes nowhere: the listener decides which endpoint kinds it serves.
     pub fn route_for(&self, entrance: Entrance, host: &str) -> Result<&Arc<Route>, VisitorRefusal> {
-        let route = self
-            .route_by_host(host)
-            .ok_or_else(|| VisitorRefusal::UnknownHost(host.to_owned()))?;
+        let Some(route) = self.route_by_host(host) else {
+            let domain = self.config.domain();
+            let name = normalize_host(host).unwrap_or_default();
+            return Err(if name == domain {
+                VisitorRefusal::Home(self.config.home_page())
+            } else if name.ends_with(&format!(".{domain}")) {
+                VisitorRefusal::UnknownHost(host.to_owned())
+            } else {
+                VisitorRefusal::Foreign(host.to_owned())
+            });
+        };
         match (entrance, route.policy.kind()) {
             (Entrance::Http | Entrance::Https, EndpointKind::Http)
             | (Entrance::Https, EndpointKind::Tls) => Ok(route),

@@ -36,9 +36,16 @@ pub enum VisitorRefusal {
     /// A Host header that is empty or not text.
     #[error("invalid Host header")]
     InvalidHost,
-    /// No live endpoint has this name.
+    /// The server's own name (DOMAIN): not an endpoint, but the server's page (status 200),
+    /// which tells a visitor what this server is and a user how to connect.
+    #[error("{0}")]
+    Home(String),
+    /// No live endpoint has this name, under this server's domain.
     #[error("no tunnel for {0}")]
     UnknownHost(String),
+    /// A name outside this server's domain.
+    #[error("no tunnel for {0}")]
+    Foreign(String),
     /// The name belongs to an endpoint this listener does not serve (a tls name over plain HTTP).
     #[error("{0} is not an http tunnel")]
     NotHttp(String),
@@ -75,7 +82,10 @@ impl VisitorRefusal {
             Self::MissingHost | Self::SeveralHosts | Self::InvalidHost => 400,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
-            Self::UnknownHost(_) | Self::NotHttp(_) | Self::UnknownPort(_) => 404,
+            Self::Home(_) => 200,
+            Self::UnknownHost(_) | Self::Foreign(_) | Self::NotHttp(_) | Self::UnknownPort(_) => {
+                404
+            }
             Self::LocalServiceRefused
             | Self::TunnelTimedOut
             | Self::TunnelClosed
@@ -95,7 +105,17 @@ impl VisitorRefusal {
 
     /// The whole body of the HTTP answer: the text and a newline.
     pub fn page(&self) -> String {
-        format!("{self}\n")
+        match self {
+            Self::Home(page) => page.clone(),
+            other => format!("{other}\n"),
+        }
+    }
+
+    /// Whether an https visitor refused this way is still answered over TLS, with the server's
+    /// certificate, so a browser shows the page: names under DOMAIN (the certificate covers
+    /// them) are; a name outside it gets the `unrecognized_name` alert.
+    pub fn answered_over_tls(&self) -> bool {
+        matches!(self, Self::Home(_) | Self::UnknownHost(_))
     }
 }
 

@@ -161,3 +161,45 @@ fn only_trusted_proxies_add_to_x_forwarded_for() {
         "203.0.113.5"
     );
 }
+
+#[test]
+fn the_servers_own_name_gets_its_page_and_only_names_under_it_are_answered_over_tls() {
+    let h = Harness::builder()
+        .server("tunnel.example.com", 80, 443)
+        .home(2222, "SHA256:hostkeyfingerprint")
+        .build();
+    let home =
+        h.gw.route_for(Entrance::Https, "Tunnel.Example.com")
+            .unwrap_err();
+    assert_eq!(home.http_status(), 200);
+    assert!(home.answered_over_tls());
+    insta::assert_snapshot!(home.page(), @r"
+    tunnel.example.com is a tunnel server: it publishes services that their owners share with ssh.
+
+    Share a local web app on port 3000:
+        ssh -R 80:localhost:3000 -p 2222 tunnel.example.com http
+    Share any TCP service, here port 22:
+        ssh -R 0:localhost:22 -p 2222 tunnel.example.com tcp
+    All commands and flags:
+        ssh -p 2222 tunnel.example.com help
+
+    The server's host key: SHA256:hostkeyfingerprint
+    ");
+    let unknown =
+        h.gw.route_for(Entrance::Https, "nosuch.tunnel.example.com")
+            .unwrap_err();
+    assert_eq!(
+        unknown,
+        VisitorRefusal::UnknownHost("nosuch.tunnel.example.com".into())
+    );
+    assert!(unknown.answered_over_tls());
+    let foreign =
+        h.gw.route_for(Entrance::Https, "app.example.org")
+            .unwrap_err();
+    assert_eq!(foreign, VisitorRefusal::Foreign("app.example.org".into()));
+    assert!(
+        !foreign.answered_over_tls(),
+        "no certificate of ours covers it: an alert"
+    );
+    assert_eq!(foreign.http_status(), 404);
+}

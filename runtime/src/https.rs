@@ -71,9 +71,15 @@ async fn serve_connection<N: Net>(
         // Not TLS, a visitor that left, or one too slow: nothing to say.
         _ => return,
     };
-    // A name that reaches no endpoint this listener serves: the handshake fails as TLS says.
-    let Ok(visit) = driver.visit_by_sni(&name) else {
-        return refuse(stream).await;
+    let visit = match driver.visit_by_sni(&name) {
+        Ok(visit) => visit,
+        // DOMAIN itself and unknown names under it: terminated with the server's certificate,
+        // which covers them, so a browser shows the page (the server's own, or a 404).
+        Err(refusal) if refusal.answered_over_tls() => {
+            return terminate(driver, acceptor, stream, received, peer).await;
+        }
+        // A name outside DOMAIN: no certificate of ours covers it, the handshake fails as TLS says.
+        Err(_) => return refuse(stream).await,
     };
     match visit.route.policy.kind() {
         EndpointKind::Tls => {
@@ -98,24 +104,34 @@ async fn serve_connection<N: Net>(
         // Terminated here; each request is then admitted like one on the http listener.
         EndpointKind::Http => {
             drop(visit);
-            let replayed = Replayed {
-                prefix: received,
-                offset: 0,
-                inner: stream,
-            };
-            // The handshake is bounded like the ClientHello: a visitor that stops halfway holds
-            // nothing for long.
-            let handshake = driver.settings().tls_hello_timeout;
-            match tokio::time::timeout(handshake, acceptor.accept(replayed)).await {
-                Ok(Ok(tls)) => {
-                    crate::http::serve_connection(driver, tls, peer, Scheme::Https).await;
-                }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "tls handshake failed"),
-                Err(_) => tracing::debug!(%peer, "tls handshake not finished in time"),
-            }
+            terminate(driver, acceptor, stream, received, peer).await;
         }
         // The core routes no tcp endpoint by name.
         EndpointKind::Tcp => refuse(stream).await,
+    }
+}
+
+/// Terminates TLS with the server's certificate and serves the connection's requests like the
+/// http listener's (each routed by its Host).
+async fn terminate<N: Net>(
+    driver: Arc<Driver<N>>,
+    acceptor: TlsAcceptor,
+    stream: N::Stream,
+    received: Vec<u8>,
+    peer: SocketAddr,
+) {
+    let replayed = Replayed {
+        prefix: received,
+        offset: 0,
+        inner: stream,
+    };
+    // The handshake is bounded like the ClientHello: a visitor that stops halfway holds
+    // nothing for long.
+    let handshake = driver.settings().tls_hello_timeout;
+    match tokio::time::timeout(handshake, acceptor.accept(replayed)).await {
+        Ok(Ok(tls)) => crate::http::serve_connection(driver, tls, peer, Scheme::Https).await,
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "tls handshake failed"),
+        Err(_) => tracing::debug!(%peer, "tls handshake not finished in time"),
     }
 }
 

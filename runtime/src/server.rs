@@ -83,6 +83,7 @@ pub async fn start<N: Net>(
         local(&https, config.https_addr),
     );
 
+    let host_key_fingerprint = crate::keys::fingerprint(host_key.public_key());
     let authorized_keys = authorized.map(|keys| {
         keys.fingerprints()
             .map(KeyFingerprint::new)
@@ -102,7 +103,8 @@ pub async fn start<N: Net>(
         .with_auth_timeout(config.auth_timeout)
         .with_authorized_keys(authorized_keys)
         .with_limits(limits)
-        .with_spill_limits(config.spill);
+        .with_spill_limits(config.spill)
+        .with_home(ssh_addr.port(), host_key_fingerprint);
     let core = config.key_quotas.iter().fold(core, |core, (key, quota)| {
         core.with_key_quota(key.clone(), *quota)
     });

@@ -258,19 +258,40 @@ fn given_tls_cert_and_key_are_presented() {
 // ---- SNI refusals ---------------------------------------------------------------------------
 
 #[test]
-fn unknown_sni_fails_with_unrecognized_name_while_a_tls_tunnel_keeps_working() {
+fn a_name_outside_the_domain_fails_with_unrecognized_name_while_a_tls_tunnel_keeps_working() {
     let server = Server::start(&[]);
     let (cert, service) = passthrough_service();
     let (client, _f) = tls_tunnel(&server, "app", service.port());
     let https = server.https_addr();
 
     assert_presents(https, "app.localhost", &cert, &client);
-    let out = s_client(https, Some("nosuch.localhost"), &[]);
-    assert_unrecognized_name(&out);
-    assert_presents(https, "app.localhost", &cert, &client);
     let out = s_client(https, Some("app.example.com"), &[]);
     assert_unrecognized_name(&out);
     assert_presents(https, "app.localhost", &cert, &client);
+}
+
+#[test]
+fn unknown_names_under_the_domain_get_a_404_and_the_domain_its_page_over_tls() {
+    let server = Server::start(&[]);
+    let port = server.https_addr().port();
+    // The server's certificate covers them, so a browser shows a page, not a protocol error.
+    let out = curl("nosuch.localhost", port, "/", &[]);
+    assert_eq!(curl_result(&out).1, 404, "{out}");
+    assert!(
+        out.stdout.contains("no tunnel for nosuch.localhost"),
+        "{out}"
+    );
+    let out = curl("localhost", port, "/", &[]);
+    assert_eq!(curl_result(&out).1, 200, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("-p {} localhost http", server.ssh_port())),
+        "the page says how to connect\n{out}"
+    );
+    assert!(out.stdout.contains("host key: SHA256:"), "{out}");
+    // And the same page on the plain listener.
+    let plain = tunnel_e2e::http::get(server.http_addr(), "localhost", "/").expect("GET /");
+    assert_eq!(plain.status, 200, "{plain:?}");
 }
 
 #[test]

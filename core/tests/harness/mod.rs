@@ -79,6 +79,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// The SSH port and host key the server's own page names.
+    pub fn home(mut self, ssh_port: u16, host_key: &str) -> Self {
+        self.config = self.config.with_home(ssh_port, host_key);
+        self
+    }
+
     /// Another domain or other public ports.
     pub fn server(mut self, domain: &str, http_port: u16, https_port: u16) -> Self {
         self.config = GatewayConfig::new(domain, http_port, https_port)

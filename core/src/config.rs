@@ -226,6 +226,8 @@ pub struct Limits {
     names_per_key: usize,
     tcp_ports_per_key: usize,
     startups: Startups,
+    visitors_per_source: usize,
+    visitors_total: usize,
 }
 
 /// Random early drop of new connections while many are not authenticated yet, as OpenSSH's
@@ -271,7 +273,8 @@ pub struct KeyQuota {
 impl Default for Limits {
     /// 64 endpoints per connection, 1024 connections per key, 64 unauthenticated connections
     /// per IP, 32 lines queued before the session opens, 8 ports tried per tcp endpoint, 1024
-    /// visitors per endpoint, 64 names and 16 tcp ports per key, random early drop of new
+    /// visitors per endpoint (128 of them from one source), 16384 on the whole server, 64 names
+    /// and 16 tcp ports per key, random early drop of new
     /// connections from 100 unauthenticated ones (30%) to 1000 (all).
     fn default() -> Self {
         Self {
@@ -288,6 +291,8 @@ impl Default for Limits {
                 rate: 30,
                 full: 1000,
             },
+            visitors_per_source: 128,
+            visitors_total: 16384,
         }
     }
 }
@@ -357,6 +362,17 @@ impl Limits {
         /// naming the quota. Bounds what a reconnect loop can make the server remember.
         names_per_key,
         with_names_per_key
+    );
+    limit!(
+        /// Visitors one source (an IPv4 address, an IPv6 /64) may have at one endpoint at once:
+        /// its share, so that one visitor cannot hold an endpoint's whole limit.
+        visitors_per_source,
+        with_visitors_per_source
+    );
+    limit!(
+        /// Visitors the whole server serves at once; past it every new one is refused.
+        visitors_total,
+        with_visitors_total
     );
     limit!(
         /// Tcp ports one key may hold, live or reserved for its reconnects; one more is refused

@@ -27,6 +27,8 @@ pub struct Route {
     pub policy: EndpointPolicy,
     /// Visitors served at once; see [`Route::visitor_limit`].
     pub(crate) visitor_limit: usize,
+    /// Of them, from one source; see [`Route::visitor_share`].
+    pub(crate) visitor_share: usize,
 }
 
 /// The forward as the client registered it.

@@ -563,6 +563,7 @@ impl Forwards {
             },
             policy,
             visitor_limit: fx.config.limits().visitors_per_endpoint(),
+            visitor_share: fx.config.limits().visitors_per_source(),
         };
         match address {
             Address::Port(port) if !kept => {

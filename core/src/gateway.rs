@@ -1,7 +1,7 @@
 //! The gateway: owns every connection, forward, name and port, and turns inputs into actions.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::names::{normalize_host, Hostname};
 use crate::ownership::{Address, Holding};
 use crate::ports::TcpPortPool;
 use crate::timers::{Timer, TimerTable};
-use crate::visitors::{Entrance, VisitorRefusal};
+use crate::visitors::{visitor_source, Entrance, VisitorRefusal};
 
 /// The syntax version this server speaks, selected by the SSH user `v2`.
 pub const SYNTAX_VERSION: &str = "v2";
@@ -378,11 +378,11 @@ impl Gateway {
         if self.conns.contains_key(&conn) {
             return;
         }
-        let source = source_of(peer.ip());
+        let source = visitor_source(peer.ip());
         let (mut everywhere, mut here) = (0, 0);
         for c in self.conns.values().filter(|c| c.key.is_none()) {
             everywhere += 1;
-            if source_of(c.peer.ip()) == source {
+            if visitor_source(c.peer.ip()) == source {
                 here += 1;
             }
         }
@@ -743,28 +743,6 @@ impl Gateway {
             }
             Session::NotYet(_) | Session::Closed => {}
         }
-    }
-}
-
-/// Where unauthenticated connections are counted from: one IPv4 address, or one IPv6 /64 (what
-/// one customer of a provider is usually given, so one client cannot multiply itself by its
-/// addresses).
-fn source_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let segments = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(
-                segments[0],
-                segments[1],
-                segments[2],
-                segments[3],
-                0,
-                0,
-                0,
-                0,
-            ))
-        }
-        v4 => v4,
     }
 }
 

@@ -33,4 +33,4 @@ pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NA
 pub use ownership::Address;
 pub use policy::basic_auth_allows;
 pub use spill::{SpillCut, SpillLimits, SpillPlace};
-pub use visitors::{request_host, Entrance, TrustedProxies, VisitorRefusal};
+pub use visitors::{request_host, visitor_source, Entrance, TrustedProxies, VisitorRefusal};

@@ -119,6 +119,19 @@ impl VisitorRefusal {
     }
 }
 
+/// Where a visitor comes from, for its share of an endpoint and of the server: one IPv4 address,
+/// or one IPv6 /64 (what one customer of a provider is usually given, so one client cannot
+/// multiply itself by its addresses). IPv4-mapped IPv6 addresses are their IPv4 address.
+pub fn visitor_source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// The host an HTTP request is for: the absolute-form target's authority first, else its one
 /// Host header (RFC 9112 §3.2: none, several, or an unreadable one is refused with a 400).
 pub fn request_host<'a>(
@@ -169,6 +182,12 @@ impl Route {
     /// [`Input::HttpRequestCompleted`](crate::Input::HttpRequestCompleted) only when this is true.
     pub fn logs_requests(&self) -> bool {
         self.policy.http().is_some_and(|o| o.inspect)
+    }
+
+    /// How many of the endpoint's visitors may come from one source ([`visitor_source`]) at
+    /// once; one more from it is refused with [`VisitorRefusal::Busy`].
+    pub fn visitor_share(&self) -> usize {
+        self.visitor_share.min(self.visitor_limit)
     }
 
     /// How many visitors the endpoint serves at once (tcp and tls connections, HTTP requests in

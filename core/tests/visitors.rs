@@ -203,3 +203,27 @@ fn the_servers_own_name_gets_its_page_and_only_names_under_it_are_answered_over_
     );
     assert_eq!(foreign.http_status(), 404);
 }
+
+#[test]
+fn a_source_is_an_ipv4_address_or_an_ipv6_64_and_has_a_share_of_each_route() {
+    use tunnel_core::{visitor_source, Limits};
+    assert_eq!(visitor_source(ip("203.0.113.9")), ip("203.0.113.9"));
+    assert_eq!(visitor_source(ip("::ffff:203.0.113.9")), ip("203.0.113.9"));
+    assert_eq!(
+        visitor_source(ip("2001:db8:1:2:3:4:5:6")),
+        ip("2001:db8:1:2::")
+    );
+    let mut h = Harness::builder()
+        .limits(
+            Limits::default()
+                .with_visitors_per_endpoint(10)
+                .with_visitors_per_source(3),
+        )
+        .build();
+    let (conn, _) = h.tunnel("alice", &[("web", 80)], "http");
+    let route = h.routes_of(conn)[0].clone();
+    assert_eq!((route.visitor_limit(), route.visitor_share()), (10, 3));
+    let (small, _) = h.tunnel("bob", &[("web2", 80)], "http");
+    let _ = small;
+    h.assert_no_leaks();
+}

@@ -1,28 +1,43 @@
 //! Visitor admission. Which endpoint a visitor reaches and whether it may enter are the core's
-//! answers ([`Gateway::route_for`], [`Route::admit_request`], [`Route::admit_connection`]); the
-//! one thing counted here is how many visitors each endpoint serves at once: a semaphore per live
-//! route, sized by [`Route::visitor_limit`]. http endpoints count each request in flight (on the
-//! http and the https listener alike), tcp and tls endpoints each connection.
+//! answers ([`Gateway::route_for`], [`Route::admit_request`], [`Route::admit_connection`]); what
+//! is counted here is how many visitors are served at once, against the core's figures: per live
+//! route ([`Route::visitor_limit`]), per source at that route ([`Route::visitor_share`], so one
+//! visitor cannot hold a route's whole limit), and on the whole server. http endpoints count each
+//! request in flight (on the http and the https listener alike, an upgraded one for as long as
+//! its stream lives), tcp and tls endpoints each connection.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use russh::server::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tunnel_core::{EndpointId, Entrance, Gateway, Route, VisitorRefusal};
+use tunnel_core::{visitor_source, EndpointId, Entrance, Gateway, Route, VisitorRefusal};
 
 use crate::driver::{ConnectionGone, Driver, State};
 use crate::net::Net;
 
-/// One semaphore per live route.
+/// The counts of one live route.
+#[derive(Debug)]
+pub(crate) struct RouteCount {
+    permits: Arc<Semaphore>,
+    share: usize,
+    /// Visitors in, per source.
+    by_source: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One count per live route.
 #[derive(Default)]
-pub(crate) struct VisitorLimits(HashMap<EndpointId, Arc<Semaphore>>);
+pub(crate) struct VisitorLimits(HashMap<EndpointId, Arc<RouteCount>>);
 
 impl VisitorLimits {
     pub(crate) fn route_added(&mut self, route: &Route) {
-        let permits = Arc::new(Semaphore::new(route.visitor_limit()));
-        self.0.insert(route.endpoint, permits);
+        let count = RouteCount {
+            permits: Arc::new(Semaphore::new(route.visitor_limit())),
+            share: route.visitor_share(),
+            by_source: Mutex::new(HashMap::new()),
+        };
+        self.0.insert(route.endpoint, Arc::new(count));
     }
 
     /// Visitors already in keep their permits; the semaphore goes with the last of them.
@@ -37,7 +52,34 @@ pub struct Visit {
     pub route: Arc<Route>,
     handle: Handle,
     gone: ConnectionGone,
-    permits: Arc<Semaphore>,
+    count: Arc<RouteCount>,
+    server: Arc<Semaphore>,
+}
+
+/// Counts one visitor in for as long as it is held: at its route, for its source there, and on
+/// the server.
+#[derive(Debug)]
+pub struct VisitorPermit {
+    _route: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
+    source: IpAddr,
+    count: Arc<RouteCount>,
+}
+
+impl Drop for VisitorPermit {
+    fn drop(&mut self) {
+        let mut by_source = self
+            .count
+            .by_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+    }
 }
 
 /// A visitor let in: what it needs to reach its endpoint, and the permit that counts it against
@@ -48,7 +90,7 @@ pub struct Admitted {
     /// The SSH connection to open the visitor's channel on.
     pub handle: Handle,
     /// Held while the visitor is served.
-    pub permit: OwnedSemaphorePermit,
+    pub permit: VisitorPermit,
     /// Resolves when the SSH connection ends.
     pub gone: ConnectionGone,
 }
@@ -57,7 +99,7 @@ impl Visit {
     /// Lets a tcp or tls visitor from `peer` in, by the core's rules and the endpoint's limit.
     pub fn admit_connection(self, peer: IpAddr) -> Result<Admitted, VisitorRefusal> {
         self.route.admit_connection(peer)?;
-        self.count()
+        self.count(peer)
     }
 
     /// Lets an HTTP request in, by the core's rules and the endpoint's limit.
@@ -67,15 +109,37 @@ impl Visit {
         authorization: Option<&[u8]>,
     ) -> Result<Admitted, VisitorRefusal> {
         self.route.admit_request(peer, authorization)?;
-        self.count()
+        self.count(peer)
     }
 
-    /// One more visitor in, unless the endpoint serves as many as it may.
-    fn count(self) -> Result<Admitted, VisitorRefusal> {
-        let permit = self
-            .permits
+    /// One more visitor in, unless the endpoint, this visitor's source there or the server
+    /// serves as many as it may.
+    fn count(self, peer: IpAddr) -> Result<Admitted, VisitorRefusal> {
+        let source = visitor_source(peer);
+        let route = Arc::clone(&self.count.permits)
             .try_acquire_owned()
             .map_err(|_| VisitorRefusal::Busy)?;
+        let server = Arc::clone(&self.server)
+            .try_acquire_owned()
+            .map_err(|_| VisitorRefusal::Busy)?;
+        {
+            let mut by_source = self
+                .count
+                .by_source
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = by_source.entry(source).or_insert(0);
+            if *n >= self.count.share {
+                return Err(VisitorRefusal::Busy);
+            }
+            *n += 1;
+        }
+        let permit = VisitorPermit {
+            _route: route,
+            _server: server,
+            source,
+            count: Arc::clone(&self.count),
+        };
         Ok(Admitted {
             route: self.route,
             handle: self.handle,
@@ -123,7 +187,7 @@ impl<L> State<L> {
             .get(&route.conn)
             .ok_or(VisitorRefusal::TunnelClosed)?;
         let handle = link.handle.clone().ok_or(VisitorRefusal::TunnelClosed)?;
-        let permits = self
+        let count = self
             .visitor_limits
             .0
             .get(&route.endpoint)
@@ -132,7 +196,8 @@ impl<L> State<L> {
             route: Arc::clone(route),
             handle,
             gone: ConnectionGone(link.alive.clone()),
-            permits: Arc::clone(permits),
+            count: Arc::clone(count),
+            server: Arc::clone(&self.visitors_on_server),
         })
     }
 }

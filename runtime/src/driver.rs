@@ -68,6 +68,8 @@ pub(crate) struct State<L> {
     pub(crate) conns: HashMap<ConnId, ConnLink>,
     pub(crate) listeners: Listeners<L>,
     pub(crate) visitor_limits: VisitorLimits,
+    /// Every visitor the server serves at once.
+    pub(crate) visitors_on_server: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a handler call gets back synchronously: the core's answers, each kept with the
@@ -139,12 +141,14 @@ impl<N: Net> Driver<N> {
     /// Wraps a gateway.
     pub fn new(gateway: Gateway, net: N, settings: DriverSettings) -> Arc<Self> {
         let gateway_spill_limits = &gateway.config().spill_limits().clone();
+        let visitors_total = gateway.config().limits().visitors_total();
         Arc::new(Self {
             state: Mutex::new(State {
                 gateway,
                 conns: HashMap::new(),
                 listeners: Listeners::default(),
                 visitor_limits: VisitorLimits::default(),
+                visitors_on_server: Arc::new(tokio::sync::Semaphore::new(visitors_total)),
             }),
             spills: Spills::new(*gateway_spill_limits, settings.spill_dir.clone()),
             net,

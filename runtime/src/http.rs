@@ -157,12 +157,7 @@ impl<N: Net> Visitor<N> {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal_page(&refusal),
         };
-        let Admitted {
-            route,
-            handle,
-            permit: _permit,
-            gone,
-        } = admitted;
+        let route = Arc::clone(&admitted.route);
         let Some(options) = route.policy.http() else {
             // The core routes requests to http endpoints only; this names its answer if not.
             return refusal_page(&VisitorRefusal::NotHttp(host));
@@ -171,9 +166,7 @@ impl<N: Net> Visitor<N> {
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
             (request.method().to_string(), path.to_owned())
         });
-        let response = self
-            .forward(request, &route, options, &handle, &host, gone)
-            .await;
+        let response = self.forward(request, admitted, options, &host).await;
         if let Some((method, path)) = inspected {
             self.driver
                 .submit(Input::HttpRequestCompleted {
@@ -213,12 +206,17 @@ impl<N: Net> Visitor<N> {
     async fn forward(
         &self,
         mut request: Request<Incoming>,
-        route: &Route,
+        admitted: Admitted,
         options: &HttpOptions,
-        handle: &Handle,
         host: &str,
-        gone: ConnectionGone,
     ) -> Response<ResponseBody> {
+        let Admitted {
+            route,
+            handle,
+            permit,
+            gone,
+        } = admitted;
+        let (route, handle) = (&*route, &handle);
         let upgrade = wants_upgrade(request.headers());
         // RFC 9112 §6.3: a chunked request may also have carried a Content-Length (hyper keeps
         // Transfer-Encoding and drops the length, so the local side sees one framing); such a
@@ -270,6 +268,8 @@ impl<N: Net> Visitor<N> {
                 let local_upgrade = hyper::upgrade::on(&mut response);
                 let driver = Arc::clone(&self.driver);
                 tokio::spawn(async move {
+                    // An upgraded stream is a visitor for as long as it lives.
+                    let _counted = permit;
                     if let (Ok(visitor), Ok(local)) = tokio::join!(visitor_upgrade, local_upgrade) {
                         let (visitor, local) = (TokioIo::new(visitor), TokioIo::new(local));
                         crate::tcp::pipe(&driver, visitor, local, Vec::new(), gone).await;

@@ -95,6 +95,8 @@ pub async fn start<N: Net>(
         .with_unauthenticated_per_ip(config.max_unauthenticated_per_ip)
         .with_visitors_per_endpoint(config.max_visitors_per_endpoint)
         .with_startups(config.max_startups)
+        .with_visitors_per_source(config.max_visitors_per_source)
+        .with_visitors_total(config.max_visitors)
         .with_names_per_key(config.max_names_per_key)
         .with_tcp_ports_per_key(config.max_tcp_ports_per_key);
     let core = GatewayConfig::new(config.domain.clone(), http_addr.port(), https_addr.port())

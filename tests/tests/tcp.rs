@@ -380,3 +380,39 @@ fn visitors_beyond_the_endpoint_limit_are_closed_until_one_leaves() {
     }
     assert_eq!(echo.accepted(), 2);
 }
+
+#[test]
+fn one_source_gets_only_its_share_of_an_endpoint() {
+    let server = Server::start(&["--max-visitors-per-source", "2"]);
+    let echo = LocalService::echo();
+    let (client, forwarding) = Client::tcp_tunnel(&server, echo.port(), &[]);
+    let port = forwarding.public_port();
+    let mut held: Vec<_> = (0..2)
+        .map(|i| {
+            let mut v = visitor::connect(port).expect("connects");
+            let back = visitor::round_trip(&mut v, b"in\n")
+                .unwrap_or_else(|e| client.fail(&format!("visitor {i} not served: {e}")));
+            assert_eq!(back, b"in\n");
+            v
+        })
+        .collect();
+    // A third from the same address: its share is used up, though the endpoint has room.
+    let mut third = visitor::connect(port).expect("the listener still accepts");
+    let _ = third.write_all(b"third\n");
+    let ending = visitor::read_until_closed(&mut third, FAILURE_TIMEOUT);
+    assert!(
+        ending.is_closed() && ending.received().is_empty(),
+        "a visitor past its source's share is closed without data: {ending:?}\n{client}"
+    );
+    // One leaves: its source may come in again (the permit comes back asynchronously: poll).
+    let first = held.remove(0);
+    first.shutdown(Shutdown::Both).expect("shutdown");
+    drop(first);
+    let deadline = std::time::Instant::now() + FAILURE_TIMEOUT;
+    while let Err(e) = visitor::try_echo(port) {
+        if std::time::Instant::now() > deadline {
+            client.fail(&format!("no visitor served after one left: {e}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -73,6 +73,10 @@ pub struct ServerConfig {
     pub max_visitors_per_endpoint: usize,
     /// Random early drop of new connections while many are unauthenticated.
     pub max_startups: tunnel_core::Startups,
+    /// Of an endpoint's visitors, how many may come from one source at once.
+    pub max_visitors_per_source: usize,
+    /// Visitors the whole server serves at once.
+    pub max_visitors: usize,
     /// Names one key may hold, live or reserved.
     pub max_names_per_key: usize,
     /// Tcp ports one key may hold, live or reserved.
@@ -162,6 +166,8 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,
         max_visitors_per_endpoint: s.max_visitors_per_endpoint,
         max_startups: s.max_startups,
+        max_visitors_per_source: s.max_visitors_per_source,
+        max_visitors: s.max_visitors,
         max_names_per_key: s.max_names_per_key,
         max_tcp_ports_per_key: s.max_tcp_ports_per_key,
         key_quotas: s.key_quota,

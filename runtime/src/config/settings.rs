@@ -109,6 +109,12 @@ pub(super) struct Settings {
     /// Random early drop of new SSH connections while many are unauthenticated, as OpenSSH's MaxStartups [default: 100:30:1000]
     #[arg(long, value_name = "START:RATE:FULL", value_parser = Rule(values::startups))]
     pub max_startups: tunnel_core::Startups,
+    /// Of an endpoint's visitors, how many may come from one IPv4 address or IPv6 /64 at once [default: 128]
+    #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
+    pub max_visitors_per_source: usize,
+    /// Visitors the whole server serves at once; past it new ones get 503 or are closed [default: 16384]
+    #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
+    pub max_visitors: usize,
     /// Names one key may hold, live or reserved for its reconnects [default: 64]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_names_per_key: usize,
@@ -161,6 +167,8 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("max-unauthenticated-per-ip", "64"),
     ("max-visitors-per-endpoint", "1024"),
     ("max-startups", "100:30:1000"),
+    ("max-visitors-per-source", "128"),
+    ("max-visitors", "16384"),
     ("max-names-per-key", "64"),
     ("max-tcp-ports-per-key", "16"),
     ("channel-window", "8MiB"),

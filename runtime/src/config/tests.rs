@@ -59,6 +59,8 @@ fn defaults_with_no_args() {
                 rate: 30,
                 full: 1000,
             },
+            max_visitors_per_source: 128,
+            max_visitors: 16384,
             max_names_per_key: 64,
             max_tcp_ports_per_key: 16,
             key_quotas: Vec::new(),
@@ -250,6 +252,8 @@ fn file_accepts_every_flag_name() {
         spill-max-total = "3GiB"
         max-startups = "5:50:10"
         http-idle-timeout = "2m"
+        max-visitors-per-source = 3
+        max-visitors = 4
         max-names-per-key = 9
         max-tcp-ports-per-key = 8
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
@@ -259,7 +263,7 @@ fn file_accepts_every_flag_name() {
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        33,
+        35,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -293,6 +297,7 @@ fn file_accepts_every_flag_name() {
     assert_eq!(c.channel_window, 1 << 30);
     assert_eq!((c.max_names_per_key, c.max_tcp_ports_per_key), (9, 8));
     assert_eq!(c.http_idle_timeout, Duration::from_secs(120));
+    assert_eq!((c.max_visitors_per_source, c.max_visitors), (3, 4));
     assert_eq!(
         c.max_startups,
         tunnel_core::Startups {

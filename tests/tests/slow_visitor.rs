@@ -28,9 +28,11 @@ const SLOW_RATE: f64 = 300.0 * 1024.0;
 const SLOW_FOR: Duration = Duration::from_secs(3);
 
 /// Neighbour requests measured alone; beside the slow reader, at least this many and as many more
-/// as fit while it reads, up to [`MAX_BESIDE`].
+/// as arrive while it reads, up to [`MAX_NEIGHBOURS`].
 const NEIGHBOURS: usize = 30;
-const MAX_BESIDE: usize = 300;
+const MAX_NEIGHBOURS: usize = 400;
+/// Neighbours arrive at a steady pace, so that beside the slow reader they cover its whole read.
+const NEIGHBOUR_INTERVAL: Duration = Duration::from_millis(10);
 /// Beside the slow reader, the neighbours' median may be this many times their median alone, plus
 /// [`SLOWDOWN_FLOOR`] for the noise of a small shared machine. Before the spill buffer they got
 /// `502` after the channel-open timeout (russh's session loop blocked on the slow channel).
@@ -187,6 +189,29 @@ impl SlowReader {
     }
 }
 
+/// Neighbours' small requests, one every [`NEIGHBOUR_INTERVAL`] (or right after the one before
+/// when that took longer) while `more(done, elapsed)` holds, at most [`MAX_NEIGHBOURS`]: how long
+/// each took, or the first failure.
+fn neighbours(
+    entry: &Entry,
+    service: &HttpService,
+    more: impl Fn(usize, Duration) -> bool,
+) -> Result<Vec<Duration>, String> {
+    let begun = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < MAX_NEIGHBOURS && more(times.len(), begun.elapsed()) {
+        let due = NEIGHBOUR_INTERVAL * times.len() as u32;
+        if let Some(early) = due.checked_sub(begun.elapsed()) {
+            thread::sleep(early);
+        }
+        let took = entry
+            .small_request(service)
+            .map_err(|e| format!("request {} of the neighbours: {e}", times.len() + 1))?;
+        times.push(took);
+    }
+    Ok(times)
+}
+
 /// The measurement: neighbours' small requests alone, then beside a visitor reading a
 /// large download slowly through the same tunnel. All must succeed, and beside the slow reader
 /// their median stays within a few times their median alone.
@@ -195,13 +220,8 @@ fn neighbours_beside_a_slow_reader(entry: &Entry, service: &HttpService, client:
     entry
         .small_request(service)
         .unwrap_or_else(|e| client.fail(&e));
-    let alone: Vec<Duration> = (0..NEIGHBOURS)
-        .map(|_| {
-            entry
-                .small_request(service)
-                .unwrap_or_else(|e| client.fail(&format!("alone: {e}")))
-        })
-        .collect();
+    let alone = neighbours(entry, service, |done, _| done < NEIGHBOURS)
+        .unwrap_or_else(|e| client.fail(&format!("alone, {e}")));
 
     let slow = SlowReader::start(entry);
     if !slow.wait_reading() {
@@ -210,22 +230,12 @@ fn neighbours_beside_a_slow_reader(entry: &Entry, service: &HttpService, client:
             "the slow visitor's download never started: {why:?}"
         ));
     }
-    let begun = Instant::now();
-    let mut beside = Vec::new();
-    while beside.len() < MAX_BESIDE && (beside.len() < NEIGHBOURS || begun.elapsed() < SLOW_FOR) {
-        match entry.small_request(service) {
-            Ok(took) => beside.push(took),
-            Err(e) => {
-                let _ = slow.finish();
-                client.fail(&format!(
-                    "beside the slow reader, request {} of the neighbours: {e}",
-                    beside.len() + 1
-                ));
-            }
-        }
-    }
-    let slow_read = slow
-        .finish()
+    let beside = neighbours(entry, service, |done, elapsed| {
+        done < NEIGHBOURS || elapsed < SLOW_FOR
+    });
+    let slow_read = slow.finish();
+    let beside = beside.unwrap_or_else(|e| client.fail(&format!("beside the slow reader, {e}")));
+    let slow_read = slow_read
         .unwrap_or_else(|e| client.fail(&format!("the slow visitor's download broke: {e}")));
 
     let (alone_median, beside_median) = (median(&alone), median(&beside));

@@ -2,7 +2,7 @@
 # Benchmark: OpenSSH `sshd` remote forwarding vs tunnel-server, one after the other in one run,
 # on loopback only. Prints one table (tunnel / OpenSSH) and writes it to bench/results.md.
 #
-#   bash bench/run.sh              # the whole run, about 4 minutes on 2 cores (plus the builds)
+#   bash bench/run.sh              # the whole run, about 5 minutes on 2 cores (plus the builds)
 #   QUICK=1 bash bench/run.sh      # shorter: 2 s per load test, 5 set-ups, 100 idle tunnels
 #
 # Settings (environment): DURATION (seconds per iperf3/wrk run, at most 10, default 5),
@@ -518,7 +518,7 @@ dirty=$(cd "$ROOT" && git status --porcelain -- core runtime Cargo.toml Cargo.lo
     echo "- OpenSSH: $(ssh -V 2>&1) (client and sshd); tunnel: $tunnel_what"
     echo "- each load test ${DURATION} s; iperf3 client -> public port -> server -> SSH -> ssh -> iperf3 server; wrk -t2 -c50; HTTP and set-up use default ciphers (chacha20-poly1305 on both)"
     if section slow; then
-        echo "- slow reader: $SLOW_BYTES bytes read at $SLOW_RATE bytes/s while neighbours make one small request per new connection, one after the other, ${DURATION} s alone then ${DURATION} s beside it"
+        echo "- slow reader: $SLOW_BYTES bytes read at $SLOW_RATE bytes/s; neighbours: a new connection with one small request every 10 ms, ${DURATION} s alone then ${DURATION} s beside it"
     fi
     echo "- tunnel-server peak RSS over the run (VmHWM): ${R[tunnel,hwm]:-n/a} KiB"
     echo "- errors: OpenSSH ${R[openssh,errors]:-none}; tunnel ${R[tunnel,errors]:-none}"

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import socket
 import signal
 import statistics
 import subprocess
@@ -212,6 +213,193 @@ def wrk(args):
     ))
 
 
+# --- a slow reader beside neighbours -----------------------------------------------------------
+
+_CHUNK = os.urandom(1 << 20)
+
+
+def serve_mixed(args):
+    """serve-mixed ADDR: a threaded HTTP/1.1 service on ADDR (port 0 picks one) that prints
+    'listening IP:PORT' once bound. GET /big/N answers N bytes (Content-Length, streamed); any
+    other request 'ok'. Keep-alive unless the request says Connection: close. Runs until killed.
+    """
+    import socketserver
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            sock = self.request
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    if len(buf) > 65536:
+                        return
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split(" ")
+                path = parts[1] if len(parts) > 1 else "/"
+                close = any(l.lower().startswith("connection:") and "close" in l.lower()
+                            for l in lines[1:])
+                conn = b"Connection: close\r\n" if close else b""
+                if path.startswith("/big/") and path[5:].isdigit():
+                    left = int(path[5:])
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                                 + conn + b"Content-Length: %d\r\n\r\n" % left)
+                    view = memoryview(_CHUNK)
+                    while left > 0:
+                        n = min(left, len(view))
+                        sock.sendall(view[:n])
+                        left -= n
+                else:
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + conn
+                                 + b"Content-Length: 3\r\n\r\nok\n")
+                if close:
+                    return
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 128
+
+        def handle_error(self, request, client_address):
+            pass  # a visitor that goes away mid-body is expected here
+
+    host, port = args[0].rsplit(":", 1)
+    with Server((host, int(port)), Handler) as server:
+        print("listening %s:%d" % server.server_address, flush=True)
+        server.serve_forever()
+
+
+def _small_request(port, host, timeout):
+    """One neighbour: a new connection, GET /small with Connection: close, read to the close.
+    Returns (seconds, ok)."""
+    start = time.perf_counter()
+    deadline = start + timeout
+    ok = False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(b"GET /small HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                      % host.encode())
+            data = b""
+            while True:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                s.settimeout(left)
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            ok = data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\nok\n")
+    except OSError:
+        pass
+    return time.perf_counter() - start, ok
+
+
+def _neighbours(port, host, seconds, interval=0.01):
+    """Neighbour requests, one every `interval` seconds (or right after the one before, when
+    that took longer), for `seconds`; at least 20 unless that takes 20 s more. Each is bounded at
+    15 s (beyond the server's 10 s channel-open timeout, so a stalled tunnel shows as its 502).
+    Returns [(seconds, ok)]."""
+    out = []
+    start = time.monotonic()
+    end = start + seconds
+    while True:
+        now = time.monotonic()
+        if now >= end and (len(out) >= 20 or now >= end + 20):
+            break
+        due = start + len(out) * interval
+        if due > now:
+            time.sleep(due - now)  # pacing: neighbours arrive at a steady rate
+        out.append(_small_request(port, host, 15.0))
+    return out
+
+
+def _pct(times, p):
+    s = sorted(times)
+    return s[min(len(s) - 1, len(s) * p // 100)] * 1000 if s else float("nan")
+
+
+def slow_neighbours(args):
+    """slow-neighbours PORT HOST BIG_BYTES RATE SECONDS OUTFILE [MEMPID [descendants]]
+
+    Neighbours (a new connection with one small request every 10 ms, one after the other) for
+    SECONDS alone; then one visitor GETs /big/BIG_BYTES on the same PORT and reads it at RATE
+    bytes/s while the neighbours run SECONDS more beside it; then it stops reading and holds its
+    socket while the server's memory is sampled (MEMPID as `mem` takes it), and goes. Every wait
+    is bounded.
+    Prints 'ALONE_P50 ALONE_P99 ALONE_N ALONE_FAILED BESIDE_P50 BESIDE_P99 BESIDE_N
+    BESIDE_FAILED SLOW_BYTES RSS_KB' (ms; a failed request counts with the time it took) and
+    writes every request's time to OUTFILE.
+    """
+    import threading
+
+    port, host, big, rate, seconds, outfile = (int(args[0]), args[1], int(args[2]),
+                                               float(args[3]), float(args[4]), args[5])
+    alone = _neighbours(port, host, seconds)
+
+    reading, stop_reading, release = threading.Event(), threading.Event(), threading.Event()
+    slow = {"bytes": 0, "error": None}
+
+    def slow_reader():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(b"GET /big/%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (big, host.encode()))
+                begun = time.monotonic()
+                while not stop_reading.is_set() and time.monotonic() - begun < seconds + 30:
+                    chunk = s.recv(16384)
+                    if not chunk:
+                        slow["error"] = "the download ended early"
+                        break
+                    slow["bytes"] += len(chunk)
+                    reading.set()
+                    # Pacing is the point: a visitor behind a slow link.
+                    wait = slow["bytes"] / rate - (time.monotonic() - begun)
+                    if wait > 0:
+                        stop_reading.wait(wait)
+                release.wait(30)  # stops reading, keeps the socket open
+        except OSError as e:
+            slow["error"] = str(e)
+        finally:
+            reading.set()
+
+    thread = threading.Thread(target=slow_reader, daemon=True)
+    thread.start()
+    reading.wait(15)
+    beside = _neighbours(port, host, seconds)
+    stop_reading.set()
+    rss = "nan"
+    if len(args) > 6:
+        pids = descendants(int(args[6])) if len(args) > 7 and args[7] == "descendants" else [int(args[6])]
+        total = 0
+        for p in pids:
+            try:
+                total += _status_kb(p, "VmRSS")
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        rss = str(total)
+    release.set()
+    thread.join(35)
+    if slow["error"]:
+        sys.stderr.write("slow-neighbours: slow reader: %s\n" % slow["error"])
+    with open(outfile, "w") as f:
+        for phase, results in (("alone", alone), ("beside", beside)):
+            for t, ok in results:
+                f.write("%s %.6f %s\n" % (phase, t, "ok" if ok else "FAILED"))
+
+    def summary(results):
+        times = [t for t, _ in results]
+        return "%.3f %.3f %d %d" % (_pct(times, 50), _pct(times, 99), len(results),
+                                    sum(1 for _, ok in results if not ok))
+
+    print(summary(alone), summary(beside), slow["bytes"], rss)
+
+
 # --- the table ---------------------------------------------------------------------------------
 
 def _fmt(v):
@@ -274,7 +462,7 @@ def main():
         die("usage: bench.py COMMAND ARGS...")
     cmd, args = sys.argv[1], sys.argv[2:]
     fn = {"setup-time": setup_time, "mem": mem, "cpu": cpu, "machine-cpu": machine_cpu, "iperf": iperf, "wrk": wrk,
-          "table": table}.get(cmd)
+          "table": table, "serve-mixed": serve_mixed, "slow-neighbours": slow_neighbours}.get(cmd)
     if fn is None:
         die(f"unknown command {cmd}")
     fn(args)

@@ -2,16 +2,18 @@
 # Benchmark: OpenSSH `sshd` remote forwarding vs tunnel-server, one after the other in one run,
 # on loopback only. Prints one table (tunnel / OpenSSH) and writes it to bench/results.md.
 #
-#   bash bench/run.sh              # the whole run, about 4 minutes on 2 cores (plus the builds)
+#   bash bench/run.sh              # the whole run, about 5 minutes on 2 cores (plus the builds)
 #   QUICK=1 bash bench/run.sh      # shorter: 2 s per load test, 5 set-ups, 100 idle tunnels
 #
 # Settings (environment): DURATION (seconds per iperf3/wrk run, at most 10, default 5),
 # SETUP_RUNS (default 20), TUNNEL_IDLE_N (default 1000), OPENSSH_IDLE_N (default 100),
-# ONLY (a comma list of the sections to run: tcp,http,setup,mem; default all), SKIP_BUILD=1,
+# ONLY (a comma list of the sections to run: tcp,http,slow,setup,mem; default all), SKIP_BUILD=1,
 # KEEP_TMP=1 (keep the temp dir with every log), OUT (results file), TUNNEL_ENV (extra
 # environment for tunnel-server only, e.g. GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864),
 # SERVERS (default "openssh tunnel"; "tunnel" alone for quick A/B runs of tunnel-server changes),
-# TUNNEL_SERVER (a tunnel-server binary to use instead of the one built here; with SKIP_BUILD=1).
+# TUNNEL_SERVER (a tunnel-server binary to use instead of the one built here; with SKIP_BUILD=1),
+# SLOW_BYTES (the slow reader's download, default 200 MiB), SLOW_RATE (its bytes/s, default
+# 300 KiB/s).
 #
 # Needs root for the apt-get installs of what is missing (openssh-server, openssh-client,
 # iperf3, wrk, python3) and to run a private sshd. Nothing listens beyond 127.0.0.1; every
@@ -31,7 +33,9 @@ if [[ -n "${QUICK:-}" ]]; then
 fi
 (( DURATION <= 10 )) || { echo "DURATION must be at most 10 s" >&2; exit 2; }
 OUT=${OUT:-$BENCH_DIR/results.md}
-ONLY=${ONLY:-tcp,http,setup,mem}
+ONLY=${ONLY:-tcp,http,slow,setup,mem}
+SLOW_BYTES=${SLOW_BYTES:-209715200}
+SLOW_RATE=${SLOW_RATE:-307200}
 SERVERS=${SERVERS:-openssh tunnel} # "tunnel" alone for quick A/B runs of tunnel-server changes
 section() { [[ ",$ONLY," == *",$1,"* ]]; }
 TCP_PORTS=21000-22999 # tunnel-server's tcp endpoint range: room for 1,000 idle tunnels and more
@@ -163,6 +167,11 @@ PIDS+=($!)
 "$HTTPD" 127.0.0.1:0 1 >"$W/httpd.log" 2>&1 &
 PIDS+=($!)
 HTTPD_PORT=$(wait_for "$W/httpd.log" 'listening 127\.0\.0\.1:([0-9]+)' 10)
+if section slow; then # serves both the slow reader's large body and the neighbours' small answers
+    $PY serve-mixed 127.0.0.1:0 >"$W/mixed.log" 2>&1 &
+    PIDS+=($!)
+    MIXED_PORT=$(wait_for "$W/mixed.log" 'listening 127\.0\.0\.1:([0-9]+)' 10)
+fi
 
 # --- tunnel-server -----------------------------------------------------------------------------
 env NO_COLOR=1 ${TUNNEL_ENV:-} "$TUNNEL_SERVER" --ssh-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
@@ -232,8 +241,10 @@ R[tunnel,start-rss]=$rss R[tunnel,start-pss]=$pss
 
 RESULTS=$W/results.tsv
 : >"$RESULTS"
-# row METRIC UNIT KEY BETTER TARGET NOTE: one table row from R[openssh,KEY] and R[tunnel,KEY].
+# row METRIC UNIT KEY BETTER TARGET NOTE: one table row from R[openssh,KEY] and R[tunnel,KEY];
+# none when neither has the figure (a section not run).
 row() {
+    [[ -n "${R[openssh,$3]:-}${R[tunnel,$3]:-}" ]] || return 0
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "${R[openssh,$3]:-nan}" "${R[tunnel,$3]:-nan}" \
         "$4" "$5" "${6:-}" >>"$RESULTS"
 }
@@ -376,6 +387,44 @@ section http && for server in $SERVERS; do
     done
 done
 
+# --- 3b. a slow reader beside neighbours -----------------------------------------------------
+# One visitor downloads SLOW_BYTES through a forward and reads them at SLOW_RATE; neighbours make
+# small requests through the same forward (one after the other, a new connection each): DURATION s
+# alone first, then DURATION s beside the slow reader. All to one service (bench.py serve-mixed).
+# OpenSSH: a plain tcp forward, whose figures stand beside both tunnel rows. tunnel: the http
+# endpoint, then a tcp endpoint. Each run is bounded (2 x DURATION + 150 s at most).
+section slow && for server in $SERVERS; do
+    kinds=(tcp)
+    [[ $server == tunnel ]] && kinds=(http tcp)
+    if [[ $server == openssh ]]; then mem_args=("$SSHD_PID" descendants); else mem_args=("$TS_PID"); fi
+    for kind in "${kinds[@]}"; do
+        HTTP_FLAGS=()
+        start_forward "$server" "$kind" "$MIXED_PORT" "slow-$server-$kind"
+        if [[ $server == tunnel && $kind == http ]]; then
+            port=$TS_HTTP_PORT host=$FWD_ADDR
+        else
+            port=$FWD_ADDR host=localhost
+        fi
+        read -r a50 a99 an af b50 b99 bn bf slow_read rss < <(timeout $((2 * DURATION + 150)) \
+            $PY slow-neighbours "$port" "$host" "$SLOW_BYTES" "$SLOW_RATE" "$DURATION" \
+            "$W/slow-$server-$kind.txt" "${mem_args[@]}" 2>>"$W/slow-$server-$kind.err" ||
+            echo nan nan 0 0 nan nan 0 0 0 nan)
+        read -r r50 r99 < <(python3 -c "
+f=lambda b, a: '%.2f' % (b / a) if a == a and b == b and a > 0 else 'nan'
+print(f($b50, $a50), f($b99, $a99))")
+        for k in $kind $([[ $server == openssh ]] && echo http); do
+            R[$server,slow-$k-a50]=$a50 R[$server,slow-$k-a99]=$a99 R[$server,slow-$k-b50]=$b50
+            R[$server,slow-$k-b99]=$b99 R[$server,slow-$k-r50]=$r50 R[$server,slow-$k-r99]=$r99
+            R[$server,slow-$k-failed]=$((af + bf)) R[$server,slow-$k-rss]=$rss
+        done
+        log "slow reader $server $kind: neighbours alone p50 $a50 ms p99 $a99 ms ($an, $af failed);" \
+            "beside p50 $b50 ms p99 $b99 ms ($bn, $bf failed); ratio p50 ${r50}x p99 ${r99}x;" \
+            "slow reader read $slow_read bytes; server RSS $rss KiB"
+        if (( af + bf > 0 )); then R[$server,errors]="${R[$server,errors]:-}slow-$kind:$((af + bf)) "; fi
+        stop_forward
+    done
+done
+
 # --- 4. set-up time ----------------------------------------------------------------------------
 # From spawning ssh to its Allocated port line (OpenSSH) / Forwarding line (tunnel), median of
 # SETUP_RUNS, each bounded at 10 s. Default kex first (OpenSSH-OpenSSH negotiates
@@ -430,6 +479,17 @@ row "HTTP Connection: close" "req/s" rps-close-noinspect higher 1.5 "tunnel --in
 row "server CPU per request, keep-alive" "us" us-keepalive-noinspect lower - "tunnel --inspect=false"
 row "server CPU per request, Connection: close" "us" us-close-noinspect lower - "tunnel --inspect=false"
 row "whole machine CPU per request, Connection: close" "us" mus-close-noinspect lower - "tunnel --inspect=false"
+for kind in http tcp; do
+    note="tunnel $kind endpoint; OpenSSH tcp forward"
+    row "neighbours alone, p50" "ms" "slow-$kind-a50" lower - "$note"
+    row "neighbours alone, p99" "ms" "slow-$kind-a99" lower - "$note"
+    row "neighbours beside a slow reader, p50" "ms" "slow-$kind-b50" lower - "$note"
+    row "neighbours beside a slow reader, p99" "ms" "slow-$kind-b99" lower - "$note"
+    row "neighbours p50, beside / alone" "x" "slow-$kind-r50" lower 1.0 "$note"
+    row "neighbours p99, beside / alone" "x" "slow-$kind-r99" lower 1.0 "$note"
+    row "neighbour requests failed" "" "slow-$kind-failed" lower - "$note"
+    row "server RSS beside a slow reader" "KiB" "slow-$kind-rss" lower - "$note"
+done
 row "set-up time, median of $SETUP_RUNS" "ms" setup-default lower 1.0 "default kex"
 row "set-up time, median of $SETUP_RUNS" "ms" setup-curve25519-sha256 lower 1.0 "both kex curve25519-sha256"
 row "server memory idle at start, RSS" "KiB" start-rss lower -
@@ -457,6 +517,9 @@ dirty=$(cd "$ROOT" && git status --porcelain -- core runtime Cargo.toml Cargo.lo
     fi
     echo "- OpenSSH: $(ssh -V 2>&1) (client and sshd); tunnel: $tunnel_what"
     echo "- each load test ${DURATION} s; iperf3 client -> public port -> server -> SSH -> ssh -> iperf3 server; wrk -t2 -c50; HTTP and set-up use default ciphers (chacha20-poly1305 on both)"
+    if section slow; then
+        echo "- slow reader: $SLOW_BYTES bytes read at $SLOW_RATE bytes/s; neighbours: a new connection with one small request every 10 ms, ${DURATION} s alone then ${DURATION} s beside it"
+    fi
     echo "- tunnel-server peak RSS over the run (VmHWM): ${R[tunnel,hwm]:-n/a} KiB"
     echo "- errors: OpenSSH ${R[openssh,errors]:-none}; tunnel ${R[tunnel,errors]:-none}"
     echo "- reproduce: \`bash bench/run.sh\` at the repository root"

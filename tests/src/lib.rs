@@ -19,6 +19,7 @@ pub mod http_service;
 pub mod http_visitor;
 mod keys;
 mod lines;
+pub mod open_files;
 mod ports;
 mod process;
 pub mod proxy_protocol;

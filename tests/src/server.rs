@@ -340,6 +340,26 @@ impl Server {
         self.log.render()
     }
 
+    /// Waits (bounded) for a log line matching `matches`, from the first line on, and returns it.
+    pub fn wait_log_line(&self, matches: impl FnMut(&str) -> bool, timeout: Duration) -> String {
+        match self.log.wait_from(0, Instant::now() + timeout, matches) {
+            Ok((_, line)) => line,
+            Err(why) => panic!(
+                "no matching server log line ({why:?})\n  server log:\n{}",
+                self.log.render()
+            ),
+        }
+    }
+
+    /// The log lines so far that match `matches`.
+    pub fn log_lines_matching(&self, mut matches: impl FnMut(&str) -> bool) -> Vec<String> {
+        self.log
+            .snapshot()
+            .into_iter()
+            .filter(|line| matches(line))
+            .collect()
+    }
+
     pub(crate) fn log_lines(&self) -> Arc<Lines> {
         Arc::clone(&self.log)
     }
@@ -354,7 +374,7 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Kills the server and waits for it to go.
+    /// Kills the server with SIGKILL (`kill -9`: none of its clean-up runs) and waits for it to go.
     pub fn stop(mut self) {
         self.kill();
     }

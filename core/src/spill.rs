@@ -48,6 +48,8 @@ pub enum SpillCut {
     VisitorCap(u64),
     /// All visitors' data on disk would pass the server's cap; the largest spiller is cut.
     ServerCap(u64),
+    /// The visitor's data could not be written to the spill directory (full, gone, unwritable).
+    Storage,
 }
 
 impl fmt::Display for SpillCut {
@@ -60,6 +62,10 @@ impl fmt::Display for SpillCut {
             SpillCut::ServerCap(cap) => write!(
                 f,
                 "the largest slow visitor was cut: waiting data of all visitors passed the server's cap of {cap} bytes"
+            ),
+            SpillCut::Storage => write!(
+                f,
+                "a slow visitor was cut: its waiting data could not be written to the spill directory"
             ),
         }
     }

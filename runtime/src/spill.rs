@@ -195,9 +195,9 @@ impl SpillWriter {
                 }
                 SpillPlace::File => {
                     if let Err(error) = self.write_file(&mut state, &data) {
-                        tracing::warn!(%error, "spill file write failed; the visitor is cut");
+                        tracing::warn!(%error, dir = %spills.dir.display(), "spill file write failed");
                         drop(state);
-                        self.shared.cut(SpillCut::VisitorCap(0));
+                        self.shared.cut(SpillCut::Storage);
                         return Err(Stop::Cut);
                     }
                     state.wake();
@@ -433,6 +433,19 @@ mod tests {
         assert_eq!(spills.buffers(), 0);
         // The file was never linked into the directory.
         assert_eq!(std::fs::read_dir(dir.path()).expect("readable").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_spill_dir_that_cannot_be_written_cuts_the_visitor_saying_so() {
+        let (dir, spills) = spills(10, 1000, 1000);
+        std::fs::remove_dir(dir.path()).expect("remove the spill dir");
+        let (writer, mut reader) = spills.buffer();
+        assert_eq!(writer.push(chunk(0, 100)), Err(Stop::Cut));
+        let error = reader.read(&mut [0; 10]).await.expect_err("cut");
+        assert!(
+            error.to_string().contains("could not be written"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -91,3 +91,15 @@ fn slow_visitor_spares_its_neighbours() {
         scenarios::s7_slow_visitor::run,
     );
 }
+
+#[test]
+fn slow_visitor_past_its_spill_cap_is_cut_alone() {
+    run_seeds(
+        &SeedPlan {
+            test: "slow_visitor_past_its_spill_cap_is_cut_alone",
+            fixed: &[],
+            default_count: 8,
+        },
+        scenarios::s8_spill_cap::run,
+    );
+}

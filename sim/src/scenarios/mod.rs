@@ -17,6 +17,7 @@ pub mod s4_short_outage;
 pub mod s5_cut_upload;
 pub mod s6_takeover;
 pub mod s7_slow_visitor;
+pub mod s8_spill_cap;
 pub mod slow;
 
 /// A random DNS label of 3 to 10 letters and digits, starting with a letter.

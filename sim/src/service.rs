@@ -129,15 +129,33 @@ pub async fn serve_tcp(
         }
         ["download", id, len] => {
             let (id, len): (u64, u64) = (parse(id)?, parse(len)?);
-            const CHUNK: u64 = 16 * 1024;
-            let mut offset = 0;
-            while offset < len {
-                let n = CHUNK.min(len - offset);
-                stream.write_all(&pattern(id, offset, n as usize)).await?;
-                offset += n;
-                state.lock().unwrap().download_written.insert(id, offset);
+            let (mut reader, mut writer) = tokio::io::split(stream);
+            let send = async {
+                const CHUNK: u64 = 16 * 1024;
+                let mut offset = 0;
+                while offset < len {
+                    let n = CHUNK.min(len - offset);
+                    writer.write_all(&pattern(id, offset, n as usize)).await?;
+                    offset += n;
+                    state.lock().unwrap().download_written.insert(id, offset);
+                }
+                writer.shutdown().await
+            };
+            // The download stops when the visitor's side ends, as a local service's socket does
+            // when OpenSSH closes it on the channel's CLOSE: russh's writer, waiting for window
+            // on a closed channel, would wait for good. Bytes the visitor sends are ignored.
+            let closed = async {
+                let mut sink = [0u8; 1024];
+                while reader.read(&mut sink).await? > 0 {}
+                Err::<(), _>(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the visitor's side ended during the download",
+                ))
+            };
+            tokio::select! {
+                sent = send => sent,
+                closed = closed => closed,
             }
-            stream.shutdown().await
         }
         ["upload"] => {
             let mut body = rest;

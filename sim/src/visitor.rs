@@ -125,7 +125,12 @@ impl TcpVisitor {
 
     /// Reads up to `max` bytes (from the buffer first); empty at EOF.
     pub async fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>> {
-        if self.buf.is_empty() && self.fill().await? == 0 {
+        self.read_some_within(max, PATIENCE).await
+    }
+
+    /// [`Self::read_some`], giving up with `TimedOut` after `limit` with nothing to read.
+    pub async fn read_some_within(&mut self, max: usize, limit: Duration) -> io::Result<Vec<u8>> {
+        if self.buf.is_empty() && self.fill_within(limit).await? == 0 {
             return Ok(Vec::new());
         }
         let n = max.min(self.buf.len());
@@ -133,8 +138,12 @@ impl TcpVisitor {
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
+        self.fill_within(PATIENCE).await
+    }
+
+    async fn fill_within(&mut self, limit: Duration) -> io::Result<usize> {
         let mut chunk = vec![0u8; 16 * 1024];
-        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk))
+        let n = tokio::time::timeout(limit, self.stream.read(&mut chunk))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timed out"))??;
         self.buf.extend_from_slice(&chunk[..n]);

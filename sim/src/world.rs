@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::PrivateKey;
+use tunnel_core::SpillLimits;
 use tunnel_runtime::config::ServerConfig;
 use tunnel_runtime::driver::Driver;
 use tunnel_runtime::keys::AuthorizedKeys;
@@ -36,6 +37,9 @@ pub struct GatewaySettings {
     pub name_grace: Duration,
     /// The SSH channel window.
     pub channel_window: u32,
+    /// What slow visitors may make the gateway hold (`--spill-*`); the spill directory is the
+    /// default, `spill/` inside the run's [`StateDir`].
+    pub spill: SpillLimits,
 }
 
 impl Default for GatewaySettings {
@@ -45,6 +49,7 @@ impl Default for GatewaySettings {
             keepalive_max: 3,
             name_grace: Duration::from_secs(20),
             channel_window: tunnel_runtime::config::MIN_CHANNEL_WINDOW,
+            spill: SpillLimits::default(),
         }
     }
 }
@@ -66,6 +71,16 @@ pub fn scenario_rng(seed: u64) -> ChaCha20Rng {
 
 /// A turmoil builder seeded with `seed`, with latencies drawn from it, bounded in sim time.
 pub fn builder(seed: u64, rng: &mut ChaCha20Rng, duration: Duration) -> turmoil::Builder {
+    builder_with_latency(seed, rng, duration).0
+}
+
+/// [`builder`], and the longest one-way latency of any message in it (for time bounds derived
+/// from the network). Draws the same numbers, so a seed builds the same world either way.
+pub fn builder_with_latency(
+    seed: u64,
+    rng: &mut ChaCha20Rng,
+    duration: Duration,
+) -> (turmoil::Builder, Duration) {
     let min_ms = rng.gen_range(0..=5);
     let max_ms = min_ms + rng.gen_range(1..=40);
     let mut builder = turmoil::Builder::new();
@@ -75,7 +90,7 @@ pub fn builder(seed: u64, rng: &mut ChaCha20Rng, duration: Duration) -> turmoil:
         .simulation_duration(duration)
         .min_message_latency(Duration::from_millis(min_ms))
         .max_message_latency(Duration::from_millis(max_ms));
-    builder
+    (builder, Duration::from_millis(max_ms))
 }
 
 /// The ed25519 key of client `index` in run `seed`.
@@ -104,6 +119,9 @@ pub struct Counts {
     pub listeners: usize,
     /// Tokio tasks alive on the gateway host beyond those right after start.
     pub extra_tasks: isize,
+    /// Visitors' spill buffers alive, and the bytes they have waiting on disk.
+    pub spill_buffers: usize,
+    pub spilled_on_disk: u64,
 }
 
 impl Counts {
@@ -115,6 +133,8 @@ impl Counts {
             && self.streams == 0
             && self.listeners == 0
             && self.extra_tasks == 0
+            && self.spill_buffers == 0
+            && self.spilled_on_disk == 0
     }
 
     /// Nothing at all: also no reservation, held port or pending deadline.
@@ -130,6 +150,8 @@ struct Probed {
     driver: Arc<Driver<SimNet>>,
     baseline_tasks: usize,
     alive_tasks: usize,
+    /// The most bytes seen waiting on disk for visitors.
+    peak_on_disk: u64,
 }
 
 /// Reads the gateway's core counts and runtime counters from any host.
@@ -167,7 +189,22 @@ impl Probe {
                 .active_listeners
                 .load(std::sync::atomic::Ordering::Relaxed),
             extra_tasks: probed.alive_tasks as isize - probed.baseline_tasks as isize,
+            spill_buffers: probed.driver.spills.buffers(),
+            spilled_on_disk: probed.driver.spills.on_disk(),
         })
+    }
+
+    /// The most bytes visitors had waiting on disk at once, as sampled by [`run_sampling`] after
+    /// every step; 0 before the gateway started.
+    pub fn peak_on_disk(&self) -> u64 {
+        let guard = self.0.lock().unwrap();
+        guard.as_ref().map_or(0, |p| p.peak_on_disk)
+    }
+
+    fn sample(&self) {
+        if let Some(p) = self.0.lock().unwrap().as_mut() {
+            p.peak_on_disk = p.peak_on_disk.max(p.driver.spills.on_disk());
+        }
     }
 
     /// Whether a route for this Host is live now.
@@ -242,6 +279,7 @@ pub fn add_gateway(
                 driver: running.driver,
                 baseline_tasks: baseline,
                 alive_tasks: baseline,
+                peak_on_disk: 0,
             });
             loop {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -260,6 +298,9 @@ fn server_config(settings: &GatewaySettings, state_dir: &Path) -> ServerConfig {
     let interval = format!("{}ms", settings.keepalive_interval.as_millis());
     let max = settings.keepalive_max.to_string();
     let window = settings.channel_window.to_string();
+    let spill_memory = settings.spill.memory_per_visitor().to_string();
+    let spill_visitor = settings.spill.file_per_visitor().to_string();
+    let spill_total = settings.spill.file_total().to_string();
     let dir_text = dir.to_string_lossy().into_owned();
     let mut config = ServerConfig::from_args([
         "tunnel-server",
@@ -283,6 +324,12 @@ fn server_config(settings: &GatewaySettings, state_dir: &Path) -> ServerConfig {
         &max,
         "--channel-window",
         &window,
+        "--spill-memory-per-visitor",
+        &spill_memory,
+        "--spill-max-per-visitor",
+        &spill_visitor,
+        "--spill-max-total",
+        &spill_total,
     ])
     .expect("the simulation's flags are valid");
     // turmoil hosts listen on the unspecified address (their own IP), not loopback; keys are
@@ -336,6 +383,19 @@ pub async fn check_nothing_left(probe: &Probe, settings: &GatewaySettings) -> Re
 /// Turns a turmoil run's outcome into the scenario's.
 pub fn finish(outcome: turmoil::Result) -> Result<(), String> {
     outcome.map_err(|e| e.to_string())
+}
+
+/// Steps the simulation until every client host is done, sampling the gateway's spill after
+/// every step (one tick of simulated time) for [`Probe::peak_on_disk`]. Within a step the
+/// gateway runs until it waits, so what it holds between its own awaits is not seen.
+pub fn run_sampling(sim: &mut turmoil::Sim<'_>, probe: &Probe) -> Result<(), String> {
+    loop {
+        let finished = sim.step().map_err(|e| e.to_string())?;
+        probe.sample();
+        if finished {
+            return Ok(());
+        }
+    }
 }
 
 /// What only the loop outside the hosts can do to the world.

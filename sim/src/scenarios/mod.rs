@@ -17,6 +17,8 @@ pub mod s4_short_outage;
 pub mod s5_cut_upload;
 pub mod s6_takeover;
 pub mod s7_slow_visitor;
+pub mod s8_spill_cap;
+pub mod slow;
 
 /// A random DNS label of 3 to 10 letters and digits, starting with a letter.
 pub fn random_label(rng: &mut ChaCha20Rng) -> String {
@@ -59,10 +61,10 @@ pub struct Board {
     pub failures: Vec<String>,
     /// Visitors whose channel the client refused, as they saw it.
     pub refused_seen: usize,
-    /// The most bytes seen in flight for one slow visitor.
-    /// Stalls and cuts caused by russh's head-of-line blocking (scenario 7).
-    pub observations: usize,
-    pub held_max: u64,
+    /// Where the slow visitor is (scenarios 7 and 8).
+    pub slow: slow::SlowState,
+    /// What its neighbours saw.
+    pub neighbours: slow::NeighbourFigures,
 }
 
 /// A board shared between the hosts of one run.

@@ -34,7 +34,10 @@ impl Exempt {
 pub struct Idle<S> {
     inner: S,
     timeout: Duration,
+    /// Armed for `timeout` after the activity seen when it was last armed; moved on lazily.
     deadline: Pin<Box<Sleep>>,
+    /// The last byte either way: a clock read per read or write is cheaper than moving a timer.
+    last: Instant,
     exempt: Exempt,
 }
 
@@ -45,17 +48,29 @@ impl<S> Idle<S> {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            last: Instant::now(),
             exempt,
         }
     }
 
     fn moved(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.timeout);
+        self.last = Instant::now();
     }
 
     /// Whether the quiet time is up (registering for a wake-up when it is not).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        !self.exempt.is_set() && self.deadline.as_mut().poll(cx).is_ready()
+        if self.exempt.is_set() {
+            return false;
+        }
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let due = self.last + self.timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            // Something moved since it was armed: arm it for the quiet time after that.
+            self.deadline.as_mut().reset(due);
+        }
+        false
     }
 }
 

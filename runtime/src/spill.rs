@@ -49,7 +49,7 @@ impl Spills {
         self.on_disk.load(Ordering::Relaxed)
     }
 
-    /// Buffers alive (for leak checks).
+    /// Buffers alive that have spilled to disk at some point (for leak checks).
     pub fn buffers(&self) -> usize {
         lock(&self.buffers).len()
     }
@@ -62,7 +62,6 @@ impl Spills {
             spills: Arc::clone(self),
             state: Mutex::new(State::default()),
         });
-        lock(&self.buffers).insert(id, Arc::downgrade(&shared));
         (
             SpillWriter {
                 shared: Arc::clone(&shared),
@@ -109,6 +108,8 @@ struct State {
     cut: Option<SpillCut>,
     reader_gone: bool,
     reader: Option<Waker>,
+    /// In the registry of spillers.
+    registered: bool,
 }
 
 impl State {
@@ -150,7 +151,9 @@ impl Drop for Shared {
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let waiting = state.file_written - state.file_read;
         self.spills.on_disk.fetch_sub(waiting, Ordering::Relaxed);
-        lock(&self.spills.buffers).remove(&self.id);
+        if state.registered {
+            lock(&self.spills.buffers).remove(&self.id);
+        }
     }
 }
 
@@ -230,6 +233,13 @@ impl SpillWriter {
     fn write_file(&self, state: &mut State, data: &[u8]) -> io::Result<()> {
         if state.file.is_none() {
             state.file = Some(tempfile::tempfile_in(&self.shared.spills.dir)?);
+            // Only buffers with a file can be the largest spiller: the others never take the
+            // registry's lock (one per visitor stream would serialise every accept on it).
+            if !state.registered {
+                state.registered = true;
+                lock(&self.shared.spills.buffers)
+                    .insert(self.shared.id, Arc::downgrade(&self.shared));
+            }
         }
         let file = state.file.as_ref().expect("opened just above");
         file.write_all_at(data, state.file_written)?;

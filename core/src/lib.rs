@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod action;
+mod claims;
 mod client_hello;
 pub mod command;
 mod config;

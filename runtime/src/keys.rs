@@ -41,6 +41,16 @@ pub enum KeyError {
     },
     #[error("cannot write host key {}: {source}", path.display())]
     WriteHostKey { path: PathBuf, source: io::Error },
+    #[error(
+        "{}:{line}: key options {options} are not enforced by this server, and a key is never \
+         let in with fewer restrictions than its line asks for: remove the options or the line",
+        path.display()
+    )]
+    OptionsNotEnforced {
+        path: PathBuf,
+        line: usize,
+        options: String,
+    },
     #[error("cannot read authorized keys file {}: {source}", path.display())]
     ReadAuthorizedKeys { path: PathBuf, source: io::Error },
     #[error("{}:{line}: {problem}", path.display())]
@@ -232,7 +242,17 @@ pub fn load_authorized_keys(path: &Path) -> Result<AuthorizedKeys, KeyError> {
         path: path.to_owned(),
         source,
     })?;
-    AuthorizedKeys::parse(path, &text)
+    let keys = AuthorizedKeys::parse(path, &text)?;
+    // Never fail open: `from=`, `restrict`, `permitlisten=`, `cert-authority`... each narrows
+    // what a key may do, and ignoring one would widen it.
+    if let Some(key) = keys.entries().iter().find(|k| !k.options().is_empty()) {
+        return Err(KeyError::OptionsNotEnforced {
+            path: path.to_owned(),
+            line: key.line(),
+            options: key.options().to_owned(),
+        });
+    }
+    Ok(keys)
 }
 
 /// Parses one line into (key, options, comment); `None` for blank and comment lines.
@@ -426,8 +446,8 @@ mod tests {
         );
         let path = dir.path().join("authorized_keys");
         fs::write(&path, &text).expect("write");
-
-        let keys = load_authorized_keys(&path).expect("parses");
+        // The parser reads options (loading refuses them: see options_tests).
+        let keys = AuthorizedKeys::parse(&path, &text).expect("parses");
         assert_eq!(
             keys.fingerprints().collect::<Vec<_>>(),
             vec![ed_fp.as_str(), ec_fp.as_str(), rsa_fp.as_str()]
@@ -516,5 +536,31 @@ mod tests {
             "cannot read authorized keys file {}: ",
             path.display()
         )));
+    }
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn a_line_with_options_refuses_to_load_naming_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("authorized_keys");
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMEICXeWewDgAbPNBTmpWFH/TvvV7LMTDrBszq+m2ASn";
+        fs::write(
+            &path,
+            format!("{key} plain\nfrom=\"10.0.0.0/8\",restrict {key} narrowed\n"),
+        )
+        .expect("write");
+        let error = load_authorized_keys(&path).expect_err("options are never ignored");
+        let text = error.to_string();
+        assert!(
+            text.contains(":2: key options from=\"10.0.0.0/8\",restrict"),
+            "{text}"
+        );
+        fs::write(&path, format!("{key} plain\n")).expect("write");
+        assert_eq!(load_authorized_keys(&path).expect("no options").len(), 1);
     }
 }

@@ -52,11 +52,6 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .as_deref()
         .map(load_authorized_keys)
         .transpose()?;
-    if let Some(keys) = &authorized {
-        if keys.entries().iter().any(|k| !k.options().is_empty()) {
-            tracing::warn!("authorized_keys options (from=, restrict, ...) are not enforced");
-        }
-    }
     match tunnel_runtime::accept::raise_open_files_limit() {
         Ok(limit) => tracing::info!("open files limit {limit}"),
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),

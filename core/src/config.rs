@@ -6,6 +6,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::ids::KeyFingerprint;
+use crate::key_rules::KeyRules;
 use crate::spill::SpillLimits;
 
 /// The gateway's whole configuration. Start from [`GatewayConfig::new`] (the contract's dev
@@ -34,6 +35,7 @@ pub struct GatewayConfig {
     limits: Limits,
     spill: SpillLimits,
     key_quotas: BTreeMap<KeyFingerprint, KeyQuota>,
+    key_rules: BTreeMap<KeyFingerprint, KeyRules>,
     home: Home,
 }
 
@@ -62,6 +64,7 @@ impl GatewayConfig {
             limits: Limits::default(),
             spill: SpillLimits::default(),
             key_quotas: BTreeMap::new(),
+            key_rules: BTreeMap::new(),
             home: Home {
                 ssh_port: 22,
                 host_key: String::new(),
@@ -138,6 +141,18 @@ impl GatewayConfig {
             ));
         }
         page
+    }
+
+    /// The rules of one key's `authorized_keys` options (`from=`, `expiry-time=`, `restrict`,
+    /// `permitlisten=`): checked at authentication and at each forward.
+    pub fn with_key_rules(mut self, key: KeyFingerprint, rules: KeyRules) -> Self {
+        self.key_rules.insert(key, rules);
+        self
+    }
+
+    /// The rules of `key`, if its line set any.
+    pub fn rules_for(&self, key: &KeyFingerprint) -> Option<&KeyRules> {
+        self.key_rules.get(key)
     }
 
     /// A quota of its own for one key, in place of the one in [`Limits`] (an operator's heavy

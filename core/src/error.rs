@@ -157,6 +157,10 @@ pub enum ForwardError {
         /// The other key's name.
         other: String,
     },
+    /// The key's `authorized_keys` line does not allow this forward (`restrict`,
+    /// `no-port-forwarding`, or no `permitlisten` that matches).
+    #[error("this key may not forward {0}:{1} (its authorized_keys line does not allow it)")]
+    ForwardNotPermitted(Shown, u32),
     /// The key holds as many names as its quota allows.
     #[error("this key already holds {0} names (live, or reserved for its reconnects): that is its quota")]
     NameQuota(usize),

@@ -410,8 +410,13 @@ impl Gateway {
 
     fn auth_requested(&mut self, now: Instant, conn: ConnId, user: &str, key: KeyFingerprint) {
         // A connection already dropped (auth timeout, per-IP limit) is never let in.
-        let open = self.conns.get(&conn).is_some_and(|c| !c.closing);
-        let accepted = open && self.accepts_key(&key);
+        let peer = self.conns.get(&conn).filter(|c| !c.closing).map(|c| c.peer);
+        let allowed_here = |peer: SocketAddr| {
+            self.config
+                .rules_for(&key)
+                .is_none_or(|rules| rules.admits(peer.ip(), now))
+        };
+        let accepted = peer.is_some_and(allowed_here) && self.accepts_key(&key);
         self.actions.push_back(Action::Auth { conn, accepted });
         if !accepted {
             return;
@@ -454,7 +459,16 @@ impl Gateway {
             return self.reply(conn, request, Reply::Granted { port });
         }
         let limit = self.config.limits().endpoints_per_connection();
-        let refusal = if self.forwards.count_of(conn) >= limit {
+        let permitted = self
+            .config
+            .rules_for(&key)
+            .is_none_or(|rules| rules.permits_forward(&asked.bind_address, asked.port));
+        let refusal = if !permitted {
+            Some(ForwardError::ForwardNotPermitted(
+                asked.bind_address.as_str().into(),
+                asked.port,
+            ))
+        } else if self.forwards.count_of(conn) >= limit {
             Some(ForwardError::TooManyEndpoints(limit))
         } else if self.forwards.is_duplicate(conn, &asked) {
             Some(ForwardError::Duplicate(

@@ -41,15 +41,11 @@ pub enum KeyError {
     },
     #[error("cannot write host key {}: {source}", path.display())]
     WriteHostKey { path: PathBuf, source: io::Error },
-    #[error(
-        "{}:{line}: key options {options} are not enforced by this server, and a key is never \
-         let in with fewer restrictions than its line asks for: remove the options or the line",
-        path.display()
-    )]
-    OptionsNotEnforced {
+    #[error("{}:{line}: {problem}", path.display())]
+    KeyOptions {
         path: PathBuf,
         line: usize,
-        options: String,
+        problem: tunnel_core::KeyOptionError,
     },
     #[error("cannot read authorized keys file {}: {source}", path.display())]
     ReadAuthorizedKeys { path: PathBuf, source: io::Error },
@@ -242,17 +238,33 @@ pub fn load_authorized_keys(path: &Path) -> Result<AuthorizedKeys, KeyError> {
         path: path.to_owned(),
         source,
     })?;
-    let keys = AuthorizedKeys::parse(path, &text)?;
-    // Never fail open: `from=`, `restrict`, `permitlisten=`, `cert-authority`... each narrows
-    // what a key may do, and ignoring one would widen it.
-    if let Some(key) = keys.entries().iter().find(|k| !k.options().is_empty()) {
-        return Err(KeyError::OptionsNotEnforced {
-            path: path.to_owned(),
-            line: key.line(),
-            options: key.options().to_owned(),
-        });
+    AuthorizedKeys::parse(path, &text)
+}
+
+impl AuthorizedKeys {
+    /// The rules each key's options set (the core enforces them), read now: `expiry-time`
+    /// becomes a deadline on the monotonic clock. An option the server cannot honour is an
+    /// error naming the line: a key is never let in with fewer restrictions than its line asks.
+    pub fn rules(
+        &self,
+        path: &Path,
+    ) -> Result<Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyRules)>, KeyError> {
+        let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+        self.entries()
+            .iter()
+            .filter(|k| !k.options().is_empty())
+            .map(|k| {
+                let rules = tunnel_core::KeyRules::from_options(k.options(), now, wall).map_err(
+                    |problem| KeyError::KeyOptions {
+                        path: path.to_owned(),
+                        line: k.line(),
+                        problem,
+                    },
+                )?;
+                Ok((tunnel_core::KeyFingerprint::new(k.fingerprint()), rules))
+            })
+            .collect()
     }
-    Ok(keys)
 }
 
 /// Parses one line into (key, options, comment); `None` for blank and comment lines.
@@ -544,7 +556,7 @@ mod options_tests {
     use super::*;
 
     #[test]
-    fn a_line_with_options_refuses_to_load_naming_it() {
+    fn options_are_honoured_or_refuse_to_load_naming_the_line() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("authorized_keys");
         let key =
@@ -554,13 +566,19 @@ mod options_tests {
             format!("{key} plain\nfrom=\"10.0.0.0/8\",restrict {key} narrowed\n"),
         )
         .expect("write");
-        let error = load_authorized_keys(&path).expect_err("options are never ignored");
-        let text = error.to_string();
+        let keys = load_authorized_keys(&path).expect("parses");
+        let rules = keys.rules(&path).expect("from= and restrict are honoured");
+        assert_eq!(rules.len(), 1);
+        fs::write(
+            &path,
+            format!("{key} plain\ncommand=\"tcp\" {key} forced\n"),
+        )
+        .expect("write");
+        let keys = load_authorized_keys(&path).expect("parses");
+        let error = keys.rules(&path).expect_err("never ignored").to_string();
         assert!(
-            text.contains(":2: key options from=\"10.0.0.0/8\",restrict"),
-            "{text}"
+            error.contains(":2: option command=\"tcp\" is not enforced"),
+            "{error}"
         );
-        fs::write(&path, format!("{key} plain\n")).expect("write");
-        assert_eq!(load_authorized_keys(&path).expect("no options").len(), 1);
     }
 }

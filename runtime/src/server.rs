@@ -27,6 +27,9 @@ pub enum StartError {
     /// The https certificate.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// An `authorized_keys` option the server cannot honour.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
     /// The spill directory.
     #[error("cannot use {} for spill files: {source}", dir.display())]
     SpillDir {
@@ -110,6 +113,13 @@ pub async fn start<N: Net>(
     let core = config.key_quotas.iter().fold(core, |core, (key, quota)| {
         core.with_key_quota(key.clone(), *quota)
     });
+    let key_rules = match (authorized, &config.authorized_keys) {
+        (Some(keys), Some(path)) => keys.rules(path)?,
+        _ => Vec::new(),
+    };
+    let core = key_rules
+        .into_iter()
+        .fold(core, |core, (key, rules)| core.with_key_rules(key, rules));
     prepare_spill_dir(config)?;
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),

@@ -192,3 +192,47 @@ fn server_is_killed_with_its_handle() {
     drop(server);
     assert!(visitor::wait_until_refused(port, Duration::from_secs(10)));
 }
+
+#[test]
+fn authorized_keys_options_are_honoured_or_refuse_start_up() {
+    let elsewhere = Key::generate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // from= a network this test never connects from: the key is refused here.
+    let path = dir.path().join("authorized_keys");
+    std::fs::write(
+        &path,
+        format!("from=\"10.0.0.0/8\" {}\n", elsewhere.public_line()),
+    )
+    .expect("write authorized_keys");
+    let keys = path.display().to_string();
+    let server = Server::start(&["--authorized-keys", &keys]);
+    let echo = LocalService::echo();
+    let out = Client::builder(&server)
+        .key(&elsewhere)
+        .forward(format!("0:localhost:{}", echo.port()))
+        .command(["tcp"])
+        .spawn()
+        .wait_exit(FAILURE_TIMEOUT);
+    assert!(
+        out.stderr.iter().any(|l| l.contains("Permission denied")),
+        "a key used outside its from= must be refused\n{out}"
+    );
+    drop(server);
+
+    // An option the server cannot honour: it refuses to start, naming the line.
+    std::fs::write(
+        &path,
+        format!("# team\ncommand=\"tcp\" {}\n", elsewhere.public_line()),
+    )
+    .expect("write authorized_keys");
+    let out = Server::builder()
+        .args(["--authorized-keys", keys.as_str()])
+        .run_to_exit(FAILURE_TIMEOUT);
+    assert_ne!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains(":2: option command=\"tcp\" is not enforced")),
+        "{out}"
+    );
+}

@@ -68,6 +68,17 @@ impl HarnessBuilder {
         self
     }
 
+    pub fn key_rules(mut self, key_name: &str, options: &str) -> Self {
+        let rules = tunnel_core::KeyRules::from_options(
+            options,
+            Instant::now(),
+            std::time::SystemTime::now(),
+        )
+        .expect("valid options");
+        self.config = self.config.with_key_rules(key(key_name), rules);
+        self
+    }
+
     pub fn configure_quota(mut self, key: KeyFingerprint, quota: tunnel_core::KeyQuota) -> Self {
         self.config = self.config.with_key_quota(key, quota);
         self

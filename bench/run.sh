@@ -527,7 +527,14 @@ dirty=$(cd "$ROOT" && git status --porcelain -- core runtime Cargo.toml Cargo.lo
     echo "- reproduce: \`bash bench/run.sh\` at the repository root"
     echo
     echo "$TABLE"
-} >"$OUT"
+} >"$W/results-new.md"
+# The newest run on top; earlier runs stay below it, so a run never erases the history.
+if [[ -s $OUT ]]; then
+    { cat "$W/results-new.md"; echo; echo "---"; echo; sed '1s/^# tunnel vs OpenSSH: benchmark results$/## An earlier run/' "$OUT"; } >"$W/results-all.md"
+    mv "$W/results-all.md" "$OUT"
+else
+    mv "$W/results-new.md" "$OUT"
+fi
 echo
 echo "$TABLE"
 echo

@@ -55,63 +55,9 @@ pub const CLOSED_BY_SERVER: &str = "closed by the tunnel server";
 /// Inputs are never trusted: a malformed command line, an unknown connection or a stale bind
 /// answer is refused or ignored, never a panic (a panic is a bug).
 ///
-/// # Example
-///
-/// ```
-/// use std::time::{Duration, Instant};
-/// use rand_chacha::rand_core::SeedableRng;
-/// use tunnel_core::{Action, ConnId, Gateway, GatewayConfig, Input, KeyFingerprint, Reply, RequestId};
-///
-/// let config = GatewayConfig::new("tunnel.example.com", 80, 443);
-/// let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(7));
-/// let mut gateway = Gateway::new(config, rng);
-/// let now = Instant::now(); // the embedder's clock; the core never reads one
-/// let conn = ConnId::from_raw(1);
-///
-/// // Feeds one input and carries out what follows (here: just collects it).
-/// let mut step = |gateway: &mut Gateway, input| {
-///     gateway.handle(now, input);
-///     std::iter::from_fn(|| gateway.poll_action()).collect::<Vec<_>>()
-/// };
-/// step(&mut gateway, Input::ConnectionOpened { conn, peer: "127.0.0.1:50000".parse().unwrap() });
-/// let auth = step(&mut gateway, Input::AuthRequested {
-///     conn,
-///     user: "v2".into(),
-///     key: KeyFingerprint::new("SHA256:example"),
-/// });
-/// assert_eq!(auth, [Action::Auth { conn, accepted: true }]);
-///
-/// // OpenSSH sends the forward first; it is answered at once.
-/// let request = RequestId::from_raw(1);
-/// let forward = step(&mut gateway, Input::ForwardRequested {
-///     conn,
-///     request,
-///     bind_address: "app".into(),
-///     port: 80,
-/// });
-/// assert_eq!(forward, [Action::Reply { conn, request, reply: Reply::Granted { port: None } }]);
-///
-/// // The command says what the forward is for: the route goes live and the session is told.
-/// let mut lines = Vec::new();
-/// step(&mut gateway, Input::SessionRequested { conn });
-/// for action in step(&mut gateway, Input::ExecRequested { conn, command: "http --basic-auth a:b".into() }) {
-///     match action {
-///         Action::Print { line, .. } => lines.push(line),
-///         Action::RouteAdded(route) => assert_eq!(route.conn, conn),
-///         other => panic!("unexpected {other:?}"),
-///     }
-/// }
-/// assert_eq!(lines, ["Forwarding http://app.tunnel.example.com -> app:80"]);
-/// let route = gateway.route_by_host("APP.tunnel.example.com:80").expect("routed");
-/// assert_eq!(route.conn, conn);
-///
-/// // Closing the connection removes the route at once and reserves the name for its key.
-/// step(&mut gateway, Input::ConnectionClosed { conn });
-/// assert!(gateway.route_by_host("app.tunnel.example.com").is_none());
-/// let expiry = gateway.poll_timeout().expect("the reservation ends");
-/// gateway.handle_timeout(expiry + Duration::from_secs(1));
-/// assert_eq!(gateway.reservation_count(), 0);
-/// ```
+/// The crate's front page has a worked example: a connection, a forward, the command, a
+/// visitor's admission, and the reservation left when the connection closes, each input followed
+/// by draining its actions.
 pub struct Gateway {
     config: GatewayConfig,
     rng: Box<dyn RngCore + Send>,

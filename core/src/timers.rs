@@ -60,33 +60,3 @@ impl TimerTable {
         self.slots.len()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn setting_a_timer_again_replaces_it_and_cancelling_needs_no_instant() {
-        let start = Instant::now();
-        let mut table = TimerTable::default();
-        let auth = Timer::Auth(ConnId::from_raw(1));
-        table.set(auth.clone(), start + Duration::from_secs(30));
-        table.set(auth.clone(), start + Duration::from_secs(5));
-        assert_eq!(table.count(), 1);
-        assert_eq!(table.next(), Some(start + Duration::from_secs(5)));
-        table.set(
-            Timer::Command(ConnId::from_raw(1)),
-            start + Duration::from_secs(1),
-        );
-        table.cancel(&auth);
-        assert_eq!(table.count(), 1);
-        assert_eq!(table.pop_due(start), None, "not due yet");
-        assert_eq!(
-            table.pop_due(start + Duration::from_secs(1)),
-            Some(Timer::Command(ConnId::from_raw(1)))
-        );
-        assert_eq!((table.count(), table.next()), (0, None));
-    }
-}

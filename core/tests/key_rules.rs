@@ -5,8 +5,66 @@ mod harness;
 
 use std::net::SocketAddr;
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use harness::Harness;
-use tunnel_core::Reply;
+use tunnel_core::{KeyRules, Reply};
+
+fn rules(text: &str) -> KeyRules {
+    KeyRules::from_options(text, Instant::now(), SystemTime::now()).expect("valid")
+}
+
+#[test]
+fn from_allows_networks_and_wildcards_and_negation_wins() {
+    let r = rules("from=\"10.0.0.0/8,192.0.2.*,!10.9.9.9\"");
+    let now = Instant::now();
+    assert!(r.admits("10.1.2.3".parse().unwrap(), now));
+    assert!(r.admits("::ffff:192.0.2.77".parse().unwrap(), now));
+    assert!(!r.admits("10.9.9.9".parse().unwrap(), now));
+    assert!(!r.admits("203.0.113.1".parse().unwrap(), now));
+    assert!(KeyRules::default().admits("203.0.113.1".parse().unwrap(), now));
+}
+
+#[test]
+fn restrict_forbids_forwards_and_permitlisten_names_them() {
+    assert!(!rules("restrict").permits_forward("app", 80));
+    assert!(!rules("no-port-forwarding,no-pty").permits_forward("app", 80));
+    let r = rules("restrict,permitlisten=\"app:80\",permitlisten=\"*:0\"");
+    assert!(r.permits_forward("app", 80));
+    assert!(r.permits_forward("APP", 80));
+    assert!(!r.permits_forward("other", 80));
+    assert!(r.permits_forward("anything", 0));
+    assert!(!r.permits_forward("app", 443));
+}
+
+#[test]
+fn expiry_is_a_deadline_on_the_gateways_clock() {
+    let now = Instant::now();
+    let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000); // 2027-01-15T08:00:00Z
+    let r = KeyRules::from_options("expiry-time=\"20270115080100Z\"", now, wall).expect("valid");
+    assert!(r.admits("10.0.0.1".parse().unwrap(), now + Duration::from_secs(59)));
+    assert!(!r.admits("10.0.0.1".parse().unwrap(), now + Duration::from_secs(60)));
+    let past = KeyRules::from_options("expiry-time=20200101Z", now, wall).expect("valid");
+    assert!(!past.admits("10.0.0.1".parse().unwrap(), now));
+}
+
+#[test]
+fn what_cannot_be_honoured_is_refused() {
+    let err = |text: &str| {
+        KeyRules::from_options(text, Instant::now(), SystemTime::now())
+            .expect_err(text)
+            .to_string()
+    };
+    insta::assert_snapshot!(
+        err("command=\"tcp\""),
+        @r#"option command="tcp" is not enforced by this server; remove it or the line"#
+    );
+    assert!(err("cert-authority").contains("cert-authority"));
+    assert!(err("from=\"*.example.com\"").contains("names a host"));
+    assert!(err("expiry-time=20270101").contains("UTC"));
+    assert!(err("permitlisten=\"app:http\"").contains("[NAME:]PORT"));
+    assert!(err("from=\"10.0.0.0/8").contains("unterminated"));
+}
 
 #[test]
 fn from_decides_where_a_key_may_log_in_from() {

@@ -60,11 +60,31 @@ fn immediate_a_name_held_by_another_key_is_explained_with_the_command() {
     h.assert_no_leaks();
 }
 
+/// A bare gateway with the dev defaults, for tests that must hold back a bind answer (the
+/// harness answers every bind at once).
+fn gateway() -> Gateway {
+    let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    Gateway::new(GatewayConfig::new("localhost", 8080, 8443), rng)
+}
+
+/// Opens `conn` and authenticates it.
+fn log_in(gw: &mut Gateway, now: Instant, conn: ConnId) {
+    let peer = "127.0.0.1:4000".parse().unwrap();
+    gw.handle(now, Input::ConnectionOpened { conn, peer });
+    let key = KeyFingerprint::new("SHA256:k");
+    gw.handle(
+        now,
+        Input::AuthRequested {
+            conn,
+            user: "v2".into(),
+            key,
+        },
+    );
+}
+
 #[test]
 fn a_cancel_before_the_bind_is_answered_still_answers_the_held_forward() {
-    let config = GatewayConfig::new("localhost", 8080, 8443);
-    let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1));
-    let mut gw = Gateway::new(config, rng);
+    let mut gw = gateway();
     let now = Instant::now();
     let conn = ConnId::from_raw(1);
     let (first, forward, cancel) = (
@@ -78,21 +98,7 @@ fn a_cancel_before_the_bind_is_answered_still_answers_the_held_forward() {
         bind_address: "localhost".into(),
         port: 0,
     };
-    gw.handle(
-        now,
-        Input::ConnectionOpened {
-            conn,
-            peer: "127.0.0.1:4000".parse().unwrap(),
-        },
-    );
-    gw.handle(
-        now,
-        Input::AuthRequested {
-            conn,
-            user: "v2".into(),
-            key: KeyFingerprint::new("SHA256:k"),
-        },
-    );
+    log_in(&mut gw, now, conn);
     gw.handle(now, forward_input(first));
     gw.handle(
         now,
@@ -174,27 +180,12 @@ fn a_command_before_the_early_bind_is_answered_waits_for_it() {
     // An adapter that reads the exec while the listener of a port-0 forward is still being
     // bound: the forward's reply is owed until the bind is answered, then it names the port and
     // the endpoint goes live at once, with its command's kind.
-    let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1));
-    let mut gw = Gateway::new(GatewayConfig::new("localhost", 8080, 8443), rng);
+    let mut gw = gateway();
     let now = Instant::now();
     let conn = ConnId::from_raw(1);
     let request = RequestId::from_raw(1);
     let drain = |gw: &mut Gateway| std::iter::from_fn(|| gw.poll_action()).collect::<Vec<_>>();
-    gw.handle(
-        now,
-        Input::ConnectionOpened {
-            conn,
-            peer: "127.0.0.1:4000".parse().unwrap(),
-        },
-    );
-    gw.handle(
-        now,
-        Input::AuthRequested {
-            conn,
-            user: "v2".into(),
-            key: KeyFingerprint::new("SHA256:k"),
-        },
-    );
+    log_in(&mut gw, now, conn);
     gw.handle(
         now,
         Input::ForwardRequested {

@@ -164,8 +164,8 @@ impl AuthorizedKey {
         &self.fingerprint
     }
 
-    /// The options field before the key type, verbatim; empty if none. The server does not
-    /// enforce options.
+    /// The options field before the key type, verbatim; empty if none. [`AuthorizedKeys::rules`]
+    /// turns them into what the core enforces.
     pub fn options(&self) -> &str {
         &self.options
     }
@@ -231,7 +231,7 @@ impl AuthorizedKeys {
 /// Reads an OpenSSH `authorized_keys` file (sshd(8), "AUTHORIZED_KEYS FILE FORMAT").
 ///
 /// Blank lines and lines starting with `#` are skipped. Options before the key type are kept
-/// but not enforced. Any malformed line fails the whole file, naming the line, so a typo never
+/// verbatim; [`AuthorizedKeys::rules`] reads them. Any malformed line fails the whole file, naming the line, so a typo never
 /// silently locks a key out.
 pub fn load_authorized_keys(path: &Path) -> Result<AuthorizedKeys, KeyError> {
     let text = fs::read_to_string(path).map_err(|source| KeyError::ReadAuthorizedKeys {

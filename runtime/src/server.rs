@@ -236,8 +236,9 @@ fn ssh_config(config: &ServerConfig, host_key: PrivateKey) -> russh::server::Con
         keys: vec![host_key],
         window_size: config.channel_window,
         // russh queues a channel's incoming packets and stops reading the connection when the
-        // queue is full (it grants window on arrival, not on consumption): size the queue so a
-        // slow reader holds at most about one window of data.
+        // queue is full (it grants window on arrival, not on consumption). Each channel's drain
+        // task empties it as packets arrive (channel_io.rs); one window's worth of room covers
+        // a burst before the task runs.
         channel_buffer_size: (config.channel_window / MAX_PACKET).max(8) as usize,
         maximum_packet_size: MAX_PACKET,
         // Quiet tunnels are normal, so no idle cut-off of our own; but after a disconnect russh

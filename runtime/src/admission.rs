@@ -3,8 +3,9 @@
 //! is counted here is how many visitors are served at once, against the core's figures: per live
 //! route ([`Route::visitor_limit`]), per source at that route ([`Route::visitor_share`], so one
 //! visitor cannot hold a route's whole limit), and on the whole server. http endpoints count each
-//! request in flight (on the http and the https listener alike, an upgraded one for as long as
-//! its stream lives), tcp and tls endpoints each connection.
+//! channel to the user's local service for as long as it lives (on the http and the https
+//! listener alike: a request in flight, its body streaming, an upgraded stream, the channel a
+//! connection keeps between requests; see `http.rs`), tcp and tls endpoints each connection.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -25,7 +25,7 @@ use tunnel_core::command::HttpOptions;
 use tunnel_core::{request_host, EndpointId, Input, Route, VisitorRefusal};
 
 use crate::accept::{accept, AcceptBackoff};
-use crate::admission::Admitted;
+use crate::admission::{Admitted, VisitorPermit};
 use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
 use crate::idle::{Exempt, Idle};
@@ -145,14 +145,46 @@ struct Visitor<N: Net> {
     quiet_allowed: Exempt,
 }
 
+/// A visitor connection's channel to a tunnel, with an HTTP/1.1 client over it. A connection
+/// keeps its channel between requests.
 struct Upstream {
     endpoint: EndpointId,
     sender: client::SendRequest<Incoming>,
+    permit: ChannelPermit,
+}
+
+/// The permit of the visitor a channel serves. A channel holds an SSH channel and a connection
+/// to the user's local service, so it counts as a visitor for as long as it lives: while a
+/// response body streams after its request was answered, and while it idles in its connection's
+/// cache. It gives the permit back when it ends, or when its connection's next request takes it.
+#[derive(Clone, Default)]
+struct ChannelPermit(Arc<std::sync::Mutex<Option<VisitorPermit>>>);
+
+impl ChannelPermit {
+    fn hold(&self, permit: VisitorPermit) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+    }
+
+    fn release(&self) {
+        // Dropped outside the lock: a permit's drop takes its route's lock.
+        let permit = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(permit);
+    }
 }
 
 impl<N: Net> Visitor<N> {
     async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = tokio::time::Instant::now();
+        // An HTTP/2 visitor sends requests concurrently: one that finds the cache in use goes
+        // without it (and gets a channel of its own for this request).
+        let mut slot = self.upstream.try_lock().ok();
+        // The cached channel's permit goes back before this request asks for one, so that a
+        // connection's idle channel never makes its own next request busy. Refused, the request
+        // drops the channel with it.
+        let cached = slot.as_mut().and_then(|s| s.take());
+        if let Some(upstream) = &cached {
+            upstream.permit.release();
+        }
         let (admitted, host) = match self.admit(&request) {
             Ok(admitted) => admitted,
             Err(refusal) => return refusal_page(&refusal),
@@ -166,7 +198,16 @@ impl<N: Net> Visitor<N> {
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
             (request.method().to_string(), path.to_owned())
         });
-        let response = self.forward(request, admitted, options, &host).await;
+        let response = self
+            .forward(
+                request,
+                admitted,
+                options,
+                &host,
+                cached,
+                slot.as_deref_mut(),
+            )
+            .await;
         if let Some((method, path)) = inspected {
             self.driver
                 .submit(Input::HttpRequestCompleted {
@@ -209,6 +250,8 @@ impl<N: Net> Visitor<N> {
         admitted: Admitted,
         options: &HttpOptions,
         host: &str,
+        cached: Option<Upstream>,
+        slot: Option<&mut Option<Upstream>>,
     ) -> Response<ResponseBody> {
         let Admitted {
             route,
@@ -218,6 +261,7 @@ impl<N: Net> Visitor<N> {
         } = admitted;
         let (route, handle) = (&*route, &handle);
         let upgrade = wants_upgrade(request.headers());
+        let keep_alive = keeps_alive(&request);
         // RFC 9112 §6.3: a chunked request may also have carried a Content-Length (hyper keeps
         // Transfer-Encoding and drops the length, so the local side sees one framing); such a
         // message may be a smuggling attempt, and the connection must close after answering.
@@ -237,24 +281,20 @@ impl<N: Net> Visitor<N> {
         // The local side always speaks HTTP/1.1, whatever the visitor speaks.
         *request.version_mut() = hyper::Version::HTTP_11;
 
-        // An HTTP/2 visitor sends requests concurrently: one that finds the cached channel busy
-        // gets a channel of its own for this request.
-        let mut upstream = self.upstream.try_lock().ok();
-        let cached = upstream.as_mut().and_then(|u| u.take());
-        let mut sender = match cached {
-            Some(u) if u.endpoint == route.endpoint && !u.sender.is_closed() => u.sender,
+        let mut upstream = match cached {
+            Some(u) if u.endpoint == route.endpoint && !u.sender.is_closed() => u,
             _ => match self.open(route, handle, gone.clone()).await {
-                Ok(sender) => sender,
+                Ok(upstream) => upstream,
                 Err(refusal) => return refusal_page(&refusal),
             },
         };
-        if sender.ready().await.is_err() {
-            sender = match self.open(route, handle, gone.clone()).await {
-                Ok(sender) => sender,
+        if upstream.sender.ready().await.is_err() {
+            upstream = match self.open(route, handle, gone.clone()).await {
+                Ok(upstream) => upstream,
                 Err(refusal) => return refusal_page(&refusal),
             };
         }
-        let mut response = match sender.send_request(request).await {
+        let mut response = match upstream.sender.send_request(request).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, "request through the tunnel failed");
@@ -276,13 +316,12 @@ impl<N: Net> Visitor<N> {
                     }
                 });
             }
-            // After an upgrade the channel belongs to it; otherwise keep it for the next request.
+            // After an upgrade the channel belongs to it; otherwise it holds this request's
+            // permit and is kept for the connection's next request, unless there will be none.
             _ => {
-                if let Some(upstream) = upstream.as_mut() {
-                    **upstream = Some(Upstream {
-                        endpoint: route.endpoint,
-                        sender,
-                    });
+                upstream.permit.hold(permit);
+                if let Some(slot) = slot.filter(|_| keep_alive && !close_after) {
+                    *slot = Some(upstream);
                 }
             }
         }
@@ -301,7 +340,7 @@ impl<N: Net> Visitor<N> {
         route: &Route,
         handle: &Handle,
         gone: ConnectionGone,
-    ) -> Result<client::SendRequest<Incoming>, VisitorRefusal> {
+    ) -> Result<Upstream, VisitorRefusal> {
         let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer).await?;
         // A clean end sends EOF and lets the client close; a broken one closes from here.
         let (io, closer) = crate::channel_io::split(channel, &self.driver.spills);
@@ -309,6 +348,8 @@ impl<N: Net> Visitor<N> {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|_| VisitorRefusal::TunnelClosed)?;
+        let permit = ChannelPermit::default();
+        let held = permit.clone();
         let driver = Arc::clone(&self.driver);
         tokio::spawn(async move {
             driver.stats.active_streams.fetch_add(1, Ordering::Relaxed);
@@ -320,9 +361,33 @@ impl<N: Net> Visitor<N> {
             if !clean {
                 let _ = closer.close().await;
             }
+            held.release();
             driver.stats.active_streams.fetch_sub(1, Ordering::Relaxed);
         });
-        Ok(sender)
+        Ok(Upstream {
+            endpoint: route.endpoint,
+            sender,
+            permit,
+        })
+    }
+}
+
+/// Whether the visitor's connection stays open after this request (RFC 9112 §9.3): HTTP/2
+/// always, HTTP/1.1 unless it says `close`, HTTP/1.0 only if it asks for `keep-alive`.
+fn keeps_alive<B>(request: &Request<B>) -> bool {
+    let tokens = || {
+        request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    match request.version() {
+        hyper::Version::HTTP_10 => tokens().any(|t| t.eq_ignore_ascii_case("keep-alive")),
+        hyper::Version::HTTP_11 => !tokens().any(|t| t.eq_ignore_ascii_case("close")),
+        _ => true,
     }
 }
 
@@ -364,6 +429,24 @@ mod tests {
     fn absolute_targets_reach_the_local_service_in_origin_form() {
         let uri: Uri = "http://a.localhost:8080/x?y".parse().expect("valid uri");
         assert_eq!(origin_form(&uri), "/x?y");
+    }
+
+    #[test]
+    fn a_connection_is_kept_alive_as_its_version_and_connection_header_say() {
+        let request = |version, connection: Option<&str>| {
+            let mut builder = Request::builder().version(version);
+            if let Some(value) = connection {
+                builder = builder.header(header::CONNECTION, value);
+            }
+            builder.body(()).expect("valid request")
+        };
+        use hyper::Version;
+        assert!(keeps_alive(&request(Version::HTTP_11, None)));
+        assert!(keeps_alive(&request(Version::HTTP_11, Some("Keep-Alive"))));
+        assert!(!keeps_alive(&request(Version::HTTP_11, Some("foo, Close"))));
+        assert!(!keeps_alive(&request(Version::HTTP_10, None)));
+        assert!(keeps_alive(&request(Version::HTTP_10, Some("keep-alive"))));
+        assert!(keeps_alive(&request(Version::HTTP_2, None)));
     }
 
     #[test]

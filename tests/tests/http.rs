@@ -1070,8 +1070,52 @@ fn requests_beyond_the_endpoint_visitor_limit_get_503_until_one_ends() {
     release.send(()).expect("the held request is waiting");
     let answered = first.read_response().expect("the held request is answered");
     assert_eq!(answered.status, 200, "{answered:?}");
-    // Its permit went back before its answer was written.
-    let after = get(server.http_addr(), &host, "/third").expect("an answer");
+    // Its channel ends with the local service's connection (or with this visitor's), and its
+    // permit with it.
+    drop(first);
+    let after = get_when_not_busy(server.http_addr(), &host, "/third");
     assert_eq!(after.status, 200, "{after:?}\n{client}");
     assert_eq!(service.accepted(), 2);
+}
+
+/// `GET path` until the answer is not `503` (a permit given back as a channel ends, which the
+/// visitor cannot observe directly), at most [`FAILURE_TIMEOUT`]; the last answer.
+fn get_when_not_busy(addr: SocketAddr, host: &str, path: &str) -> HttpResponse {
+    let deadline = Instant::now() + FAILURE_TIMEOUT;
+    loop {
+        let response = get(addr, host, path).expect("an answer");
+        if response.status != 503 || Instant::now() >= deadline {
+            return response;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_channel_a_keep_alive_connection_keeps_counts_against_the_visitor_limit() {
+    let server = Server::start(&["--max-visitors-per-endpoint", "1"]);
+    let service = HttpService::start("kept");
+    let (client, forwarding) = http_tunnel(&server, "kept", service.port(), &[]);
+    let host = host_of(&server, &forwarding);
+    let mut kept = HttpConn::connect(server.http_addr()).expect("connect");
+    let mut ask = |path: &str, extra: &str| {
+        kept.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").as_bytes())
+            .and_then(|()| kept.read_response())
+            .unwrap_or_else(|e| client.fail(&format!("GET {path} on the kept connection: {e}")))
+    };
+
+    assert_from(&ask("/one", ""), "kept", &client);
+    // Between its requests the connection keeps its channel to the local service open, and
+    // that channel is a visitor: the endpoint is full.
+    let other = get(server.http_addr(), &host, "/other").expect("an answer");
+    assert_eq!(other.status, 503, "{other:?}\n{client}");
+    // The connection's own next request is not refused because of its own idle channel.
+    assert_from(&ask("/two", ""), "kept", &client);
+    assert_eq!(service.connections(), 1, "both requests used one channel");
+    // A request that ends its connection does not keep the channel.
+    assert_from(&ask("/three", "Connection: close\r\n"), "kept", &client);
+    let after = get_when_not_busy(server.http_addr(), &host, "/after");
+    assert_from(&after, "kept", &client);
+    let targets: Vec<String> = service.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/one", "/two", "/three", "/after"]);
 }

@@ -19,6 +19,7 @@ use crate::admission::Admitted;
 use crate::driver::Driver;
 use crate::http::Scheme;
 use crate::net::{Accepted, ByteStream, Net};
+use crate::tls::ServerCerts;
 
 /// A fatal `unrecognized_name` alert (RFC 8446 §6.2, RFC 6066 §3), sent in a plaintext record
 /// because no handshake ever started.
@@ -29,6 +30,7 @@ pub async fn serve<N: Net>(
     driver: Arc<Driver<N>>,
     listener: N::Listener,
     tls: Arc<rustls::ServerConfig>,
+    certs: Arc<ServerCerts>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let mut backoff = AcceptBackoff::new("https");
@@ -38,14 +40,17 @@ pub async fn serve<N: Net>(
             peer,
             local,
         } = accept(&listener, &mut backoff).await;
-        let (driver, acceptor) = (Arc::clone(&driver), acceptor.clone());
-        tokio::spawn(serve_connection(driver, acceptor, stream, peer, local));
+        let (driver, acceptor, certs) = (Arc::clone(&driver), acceptor.clone(), Arc::clone(&certs));
+        tokio::spawn(serve_connection(
+            driver, acceptor, certs, stream, peer, local,
+        ));
     }
 }
 
 async fn serve_connection<N: Net>(
     driver: Arc<Driver<N>>,
     acceptor: TlsAcceptor,
+    certs: Arc<ServerCerts>,
     mut stream: N::Stream,
     peer: SocketAddr,
     local: SocketAddr,
@@ -104,6 +109,7 @@ async fn serve_connection<N: Net>(
         // Terminated here; each request is then admitted like one on the http listener.
         EndpointKind::Http => {
             drop(visit);
+            certs.cover(&name.to_ascii_lowercase());
             terminate(driver, acceptor, stream, received, peer).await;
         }
         // The core routes no tcp endpoint by name.

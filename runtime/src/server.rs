@@ -70,7 +70,7 @@ pub async fn start<N: Net>(
     authorized: Option<&AuthorizedKeys>,
     rng: Box<dyn RngCore + Send>,
 ) -> Result<Running<N>, StartError> {
-    let tls = crate::tls::server_config(config)?;
+    let (tls, certs) = crate::tls::server_config(config)?;
     if let Some(dir) = crate::state_file::writable_by_others(&config.state_dir) {
         tracing::warn!(
             "the state dir {} is writable by others than its owner: they could replace the host key or the certificate",
@@ -140,7 +140,7 @@ pub async fn start<N: Net>(
         Arc::new(ssh_config(config, host_key)),
     ));
     tokio::spawn(crate::http::serve(Arc::clone(&driver), http));
-    tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls));
+    tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls, certs));
     Ok(Running {
         driver,
         ssh_addr,

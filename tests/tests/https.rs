@@ -255,6 +255,49 @@ fn given_tls_cert_and_key_are_presented() {
     );
 }
 
+#[test]
+fn a_name_two_labels_below_the_domain_gets_a_certificate_that_covers_it() {
+    let server = Server::start(&[]);
+    let service = HttpService::start("deep");
+    let name = "a.deep.localhost";
+    let (client, _f) = http_tunnel(&server, name, service.port());
+    let addr = server.https_addr();
+
+    // *.localhost covers one label only: the name gets a certificate of its own.
+    let out = s_client(addr, Some(name), &[]);
+    let pem = first_pem_certificate(&out.stdout)
+        .unwrap_or_else(|| client.fail(&format!("no certificate\n{out}")));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let presented = dir.path().join("presented.pem");
+    std::fs::write(&presented, &pem).expect("write");
+    let presented = presented.display().to_string();
+    let verified = s_client(
+        addr,
+        Some(name),
+        &[
+            "-CAfile",
+            &presented,
+            "-verify_hostname",
+            name,
+            "-verify_return_error",
+        ],
+    );
+    assert!(
+        verified.stdout.contains("Verify return code: 0 (ok)"),
+        "the certificate presented for {name} must name it\n{verified}"
+    );
+    let out = curl(name, addr.port(), "/", &[]);
+    assert_eq!(curl_result(&out).1, 200, "{out}");
+
+    // A name one label below keeps the main certificate.
+    let (_, main) = presented_certificate(addr, "other.localhost")
+        .unwrap_or_else(|out| client.fail(&format!("no certificate\n{out}")));
+    assert_ne!(
+        main,
+        tunnel_e2e::tls_tools::fingerprint_of_pem(pem.as_bytes())
+    );
+}
+
 // ---- SNI refusals ---------------------------------------------------------------------------
 
 #[test]

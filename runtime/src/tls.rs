@@ -275,4 +275,18 @@ mod tests {
             "two.test\n*.two.test"
         );
     }
+
+    #[test]
+    fn only_names_deeper_than_the_wildcard_get_a_certificate_made() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, key) = generated(dir.path(), "one.test").expect("generated");
+        let key = PrivateKeyDer::from_pem_file(&key).expect("key");
+        let minter = Minter::new(&key, "one.test").expect("minter");
+        assert!(minter.needs_own("a.b.one.test"));
+        assert!(minter.needs_own("x.a.b.one.test"));
+        assert!(!minter.needs_own("a.one.test"), "*.one.test covers it");
+        assert!(!minter.needs_own("one.test"));
+        assert!(!minter.needs_own("a.b.two.test"), "not ours");
+        assert!(!minter.needs_own("a.bone.test"));
+    }
 }

@@ -20,8 +20,9 @@ use crate::forward::{
 };
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::names::requested_name;
-use crate::ownership::{Address, Claim, Ownership};
+use crate::ownership::{Address, Claim, Holding, Ownership};
 use crate::ports::{default_kind, TcpPortPool};
+use crate::saved::{RestoreSkipped, SavedHolding, SavedReconnect, SavedState};
 use crate::timers::{Timer, TimerTable};
 
 /// What one step of the forwards may touch outside them, and what it leaves for the gateway.
@@ -420,6 +421,75 @@ impl Forwards {
                 Ok(())
             }
         }
+    }
+
+    // ---- across a restart ---------------------------------------------------------------------
+
+    /// Every address held, as kept across a restart, reservations with what is left of them at
+    /// `now`.
+    pub(crate) fn saved(&self, now: Instant) -> Vec<SavedHolding> {
+        self.ownership
+            .holders()
+            .map(|(address, h)| SavedHolding {
+                address: address.clone(),
+                owner: h.owner.clone(),
+                state: match h.holding {
+                    Holding::Live { .. } => SavedState::Live,
+                    Holding::Reserved { until } => SavedState::Reserved {
+                        remaining: until.saturating_duration_since(now),
+                    },
+                },
+                reconnect: h.reconnect.as_ref().map(|r| SavedReconnect {
+                    bind_address: r.bind_address.clone(),
+                    port: r.port,
+                    kind: r.kind,
+                }),
+            })
+            .collect()
+    }
+
+    /// Reserves one saved address for its key again: a live one for the whole grace from `now`,
+    /// a reserved one for what was left of it (never longer than the grace).
+    pub(crate) fn restore(
+        &mut self,
+        fx: &mut Effects<'_>,
+        saved: SavedHolding,
+    ) -> Result<(), RestoreSkipped> {
+        let grace = fx.config.name_grace();
+        let left = match saved.state {
+            SavedState::Live => grace,
+            SavedState::Reserved { remaining } => remaining.min(grace),
+        };
+        if left.is_zero() {
+            return Err(RestoreSkipped::Ended);
+        }
+        let address = match saved.address {
+            // Re-read as a user would ask for it: the domain may have changed since.
+            Address::Name(name) => match requested_name(name.as_str(), fx.config.domain()) {
+                Ok(Some(ours)) if ours == name => Address::Name(ours),
+                _ => return Err(RestoreSkipped::NotOurs),
+            },
+            Address::Port(port) if !self.ports.in_range(u32::from(port)) => {
+                return Err(RestoreSkipped::OutOfRange)
+            }
+            Address::Port(port) => Address::Port(port),
+        };
+        if self.ownership.is_held(&address) {
+            return Err(RestoreSkipped::Held);
+        }
+        if let Address::Port(port) = address {
+            if !self.ports.take(port) {
+                return Err(RestoreSkipped::Held);
+            }
+        }
+        let reconnect = saved
+            .reconnect
+            .map(|r| reconnect_key(&saved.owner, &r.bind_address, r.port, r.kind));
+        let until = fx.now + left;
+        fx.timers.set(Timer::Reservation(address.clone()), until);
+        self.ownership
+            .restore(address, saved.owner, until, reconnect);
+        Ok(())
     }
 
     // ---- endings ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ use crate::input::Input;
 use crate::names::{normalize_host, Hostname};
 use crate::ownership::{Address, Holding};
 use crate::ports::TcpPortPool;
+use crate::saved::{RestoreSkipped, SavedHolding};
 use crate::timers::{Timer, TimerTable};
 use crate::visitors::{visitor_source, Entrance, VisitorRefusal};
 
@@ -274,6 +275,49 @@ impl Gateway {
         self.config
             .authorized_keys()
             .is_none_or(|keys| keys.contains(key))
+    }
+
+    // ---- across a restart ---------------------------------------------------------------------
+
+    /// Every address a key holds, to be kept across a restart and handed to
+    /// [`Gateway::restore`] after it. Save it again whenever [`Gateway::holdings_version`] moves.
+    pub fn saved_holdings(&self, now: Instant) -> Vec<SavedHolding> {
+        self.forwards.saved(now)
+    }
+
+    /// A number that moves whenever an address is taken, reserved or freed.
+    pub fn holdings_version(&self) -> u64 {
+        self.forwards.ownership.version()
+    }
+
+    /// Reserves each saved address for its key again, as after its connection ended: a live one
+    /// for the whole name grace from `now`, a reserved one for what was left of it. Call it at
+    /// start, before any connection. Returns what was left out, and why: a name no longer under
+    /// the domain, a port outside the range, a reservation whose time was up.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        saved: impl IntoIterator<Item = SavedHolding>,
+    ) -> Vec<(SavedHolding, RestoreSkipped)> {
+        let mut fx = Effects {
+            now,
+            config: &self.config,
+            rng: &mut *self.rng,
+            actions: &mut self.actions,
+            timers: &mut self.timers,
+            lines: Vec::new(),
+            taken_over: Vec::new(),
+        };
+        saved
+            .into_iter()
+            .filter_map(|s| {
+                let kept = s.clone();
+                self.forwards
+                    .restore(&mut fx, s)
+                    .err()
+                    .map(|why| (kept, why))
+            })
+            .collect()
     }
 
     // ---- counts, for leak checks --------------------------------------------------------------

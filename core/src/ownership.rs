@@ -64,6 +64,8 @@ pub(crate) struct Ownership {
     /// Every name held, labels reversed (`localhost.echo.x` for `x.echo.localhost`), so the
     /// names under one are a range.
     reversed_names: BTreeSet<String>,
+    /// Moves on every change of a holder, so the adapter knows when to save them again.
+    version: u64,
 }
 
 /// A name held by another key that contains, or sits inside, the name asked for.
@@ -137,10 +139,32 @@ impl Ownership {
         reconnect: Option<ReconnectKey>,
     ) {
         self.forget(&address);
+        self.insert(address, owner, Holding::Live { conn, endpoint }, reconnect);
+    }
+
+    /// Makes `owner` the holder of `address`, which nobody holds, in a reservation until `until`
+    /// (an address kept across a restart).
+    pub(crate) fn restore(
+        &mut self,
+        address: Address,
+        owner: KeyFingerprint,
+        until: Instant,
+        reconnect: Option<ReconnectKey>,
+    ) {
+        self.insert(address, owner, Holding::Reserved { until }, reconnect);
+    }
+
+    fn insert(
+        &mut self,
+        address: Address,
+        owner: KeyFingerprint,
+        holding: Holding,
+        reconnect: Option<ReconnectKey>,
+    ) {
+        self.version += 1;
         if let Some(key) = &reconnect {
             self.reconnects.insert(key.clone(), address.clone());
         }
-        let holding = Holding::Live { conn, endpoint };
         if let Address::Name(name) = &address {
             self.reversed_names.insert(reversed(name.as_str()));
         }
@@ -161,6 +185,7 @@ impl Ownership {
     /// Turns a live holding into a reservation until `until`.
     pub(crate) fn reserve(&mut self, address: &Address, until: Instant) {
         if let Some(h) = self.holders.get_mut(address) {
+            self.version += 1;
             h.holding = Holding::Reserved { until };
         }
     }
@@ -168,6 +193,7 @@ impl Ownership {
     /// Drops any holding of `address`.
     pub(crate) fn forget(&mut self, address: &Address) {
         if let Some(h) = self.holders.remove(address) {
+            self.version += 1;
             if let Address::Name(name) = address {
                 self.reversed_names.remove(&reversed(name.as_str()));
             }
@@ -237,6 +263,10 @@ impl Ownership {
 
     pub(crate) fn holders(&self) -> impl Iterator<Item = (&Address, &Holder)> {
         self.holders.iter()
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     pub(crate) fn reservation_count(&self) -> usize {

@@ -1,0 +1,188 @@
+//! Across a restart: what one gateway saves, another restores, so each key gets its names and
+//! tcp ports back within the grace (random ones included) and no other key takes them meanwhile.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{key, Harness};
+use tunnel_core::{Address, RestoreSkipped, SavedHolding, SavedState};
+
+/// A gateway started after `before` was stopped, with `before`'s saved holdings restored. A
+/// different seed: without the restore, random names would differ.
+fn restarted(before: &Harness) -> Harness {
+    let saved = before.gw.saved_holdings(before.now);
+    let mut after = Harness::builder().seed(99).build();
+    let now = after.now;
+    let skipped = after.gw.restore(now, saved);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    after
+}
+
+#[test]
+fn live_random_names_and_ports_come_back_to_their_key_after_a_restart() {
+    let mut before = Harness::new();
+    let (web, _) = before.tunnel("alice", &[("localhost", 80)], "http");
+    let (shell, _) = before.tunnel("alice", &[("localhost", 0)], "tcp");
+    before.tunnel("bob", &[("app", 80)], "http");
+    let (name, port) = (before.host_of(web), before.port_of(shell));
+
+    let mut after = restarted(&before);
+    assert_eq!(after.gw.reservation_count(), 3);
+    // Nobody else gets them.
+    let (carol, _) = after.tunnel("carol", &[("app", 80)], "http");
+    assert!(
+        after.stderr(carol)[0].contains("is reserved"),
+        "{:?}",
+        after.stderr(carol)
+    );
+    let (carol_tcp, _) = after.tunnel("carol", &[("localhost", 0)], "tcp");
+    assert_ne!(after.port_of(carol_tcp), port);
+    // autossh repeats the same -R: the same random name and port come back.
+    let (web, _) = after.tunnel("alice", &[("localhost", 80)], "http");
+    assert_eq!(after.host_of(web), name);
+    let (shell, _) = after.tunnel("alice", &[("localhost", 0)], "tcp");
+    assert_eq!(after.port_of(shell), port);
+    let (named, _) = after.tunnel("bob", &[("app", 80)], "http");
+    assert_eq!(after.host_of(named), "app.localhost");
+    assert_eq!(after.gw.reservation_count(), 0);
+    after.assert_no_leaks();
+}
+
+#[test]
+fn a_restored_reservation_keeps_what_was_left_of_it_then_frees_the_address() {
+    let mut before = Harness::new();
+    let (web, _) = before.tunnel("alice", &[("app", 80)], "http");
+    let (shell, _) = before.tunnel("alice", &[("localhost", 20001)], "tcp");
+    before.close(web);
+    before.close(shell);
+    let grace = before.config().name_grace();
+    before.advance(grace - Duration::from_secs(60));
+
+    let mut after = restarted(&before);
+    assert_eq!(after.gw.reservation_count(), 2);
+    assert_eq!(after.gw.held_port_count(), 1);
+    after.advance(Duration::from_secs(59));
+    let (bob, _) = after.tunnel("bob", &[("app", 80)], "http");
+    assert!(
+        after.stderr(bob)[0].contains("is reserved"),
+        "{:?}",
+        after.stderr(bob)
+    );
+    after.advance(Duration::from_secs(1));
+    assert_eq!(after.gw.reservation_count(), 0);
+    assert_eq!(after.gw.held_port_count(), 0);
+    let (bob, _) = after.tunnel("bob", &[("app", 80)], "http");
+    assert_eq!(after.host_of(bob), "app.localhost");
+    after.assert_no_leaks();
+}
+
+#[test]
+fn a_live_address_is_reserved_for_the_whole_grace_from_the_restore() {
+    let mut before = Harness::new();
+    before.tunnel("alice", &[("app", 80)], "http");
+    // However long it was live before the restart.
+    before.advance(Duration::from_secs(24 * 3600));
+    let mut after = restarted(&before);
+    let grace = after.config().name_grace();
+    after.advance(grace - Duration::from_secs(1));
+    assert_eq!(after.gw.reservation_count(), 1);
+    after.advance(Duration::from_secs(1));
+    assert_eq!(after.gw.reservation_count(), 0);
+    after.assert_no_leaks();
+}
+
+#[test]
+fn what_no_longer_fits_the_configuration_is_left_out_and_said_why() {
+    let holding = |address: Address, state| SavedHolding {
+        address,
+        owner: key("alice"),
+        state,
+        reconnect: None,
+    };
+    let mut before = Harness::new();
+    before.tunnel("alice", &[("app", 80)], "http");
+    before.tunnel("alice", &[("localhost", 20001)], "tcp");
+    let mut saved = before.gw.saved_holdings(before.now);
+    let name = saved
+        .iter()
+        .find(|s| matches!(s.address, Address::Name(_)))
+        .expect("the name")
+        .address
+        .clone();
+    saved.push(holding(
+        name.clone(),
+        SavedState::Reserved {
+            remaining: Duration::from_secs(5),
+        },
+    ));
+    saved.push(holding(
+        Address::Port(20002),
+        SavedState::Reserved {
+            remaining: Duration::ZERO,
+        },
+    ));
+
+    // Another domain and another tcp range: neither address is this server's any more.
+    let mut elsewhere = Harness::builder()
+        .server("other.test", 8080, 8443)
+        .tcp_ports(30000..=30010)
+        .build();
+    let now = elsewhere.now;
+    let skipped: Vec<RestoreSkipped> = elsewhere
+        .gw
+        .restore(now, saved.clone())
+        .into_iter()
+        .map(|(_, why)| why)
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            RestoreSkipped::NotOurs,
+            RestoreSkipped::OutOfRange,
+            RestoreSkipped::NotOurs,
+            RestoreSkipped::Ended
+        ]
+    );
+    elsewhere.assert_no_leaks();
+
+    // The same server: the second copy of the name is held already, the spent one ended.
+    let mut same = Harness::new();
+    let now = same.now;
+    let skipped: Vec<RestoreSkipped> = same
+        .gw
+        .restore(now, saved.clone())
+        .into_iter()
+        .map(|(_, why)| why)
+        .collect();
+    assert_eq!(skipped, [RestoreSkipped::Held, RestoreSkipped::Ended]);
+    same.assert_no_leaks();
+
+    // Without a grace nothing is kept.
+    let mut no_grace = Harness::builder().name_grace(Duration::ZERO).build();
+    let now = no_grace.now;
+    assert!(no_grace
+        .gw
+        .restore(now, saved)
+        .iter()
+        .all(|(_, why)| *why == RestoreSkipped::Ended));
+    assert_eq!(no_grace.gw.reservation_count(), 0);
+    no_grace.assert_no_leaks();
+}
+
+#[test]
+fn the_holdings_version_moves_on_every_change_and_only_then() {
+    let mut h = Harness::new();
+    let v0 = h.gw.holdings_version();
+    let (conn, _) = h.tunnel("alice", &[("app", 80)], "http");
+    let v1 = h.gw.holdings_version();
+    assert!(v1 > v0);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.gw.holdings_version(), v1, "time alone changes nothing");
+    h.close(conn);
+    let v2 = h.gw.holdings_version();
+    assert!(v2 > v1, "live to reserved");
+    h.advance(h.config().name_grace());
+    assert!(h.gw.holdings_version() > v2, "reservation ended");
+    h.assert_no_leaks();
+}

@@ -22,7 +22,7 @@ use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::names::requested_name;
 use crate::ownership::{Address, Claim, Holding, Ownership};
 use crate::ports::{default_kind, TcpPortPool};
-use crate::saved::{RestoreSkipped, SavedHolding, SavedReconnect, SavedState};
+use crate::saved::{RestoreSkipped, SavedAddress, SavedHolding, SavedReconnect, SavedState};
 use crate::timers::{Timer, TimerTable};
 
 /// What one step of the forwards may touch outside them, and what it leaves for the gateway.
@@ -431,7 +431,10 @@ impl Forwards {
         self.ownership
             .holders()
             .map(|(address, h)| SavedHolding {
-                address: address.clone(),
+                address: match address {
+                    Address::Name(name) => SavedAddress::Name(name.as_str().to_owned()),
+                    Address::Port(port) => SavedAddress::Port(*port),
+                },
                 owner: h.owner.clone(),
                 state: match h.holding {
                     Holding::Live { .. } => SavedState::Live,
@@ -465,14 +468,14 @@ impl Forwards {
         }
         let address = match saved.address {
             // Re-read as a user would ask for it: the domain may have changed since.
-            Address::Name(name) => match requested_name(name.as_str(), fx.config.domain()) {
-                Ok(Some(ours)) if ours == name => Address::Name(ours),
+            SavedAddress::Name(text) => match requested_name(&text, fx.config.domain()) {
+                Ok(Some(name)) if name.as_str() == text => Address::Name(name),
                 _ => return Err(RestoreSkipped::NotOurs),
             },
-            Address::Port(port) if !self.ports.in_range(u32::from(port)) => {
+            SavedAddress::Port(port) if !self.ports.in_range(u32::from(port)) => {
                 return Err(RestoreSkipped::OutOfRange)
             }
-            Address::Port(port) => Address::Port(port),
+            SavedAddress::Port(port) => Address::Port(port),
         };
         if self.ownership.is_held(&address) {
             return Err(RestoreSkipped::Held);

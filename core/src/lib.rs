@@ -36,6 +36,6 @@ pub use key_rules::{KeyOptionError, KeyRules};
 pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};
 pub use ownership::Address;
 pub use policy::basic_auth_allows;
-pub use saved::{RestoreSkipped, SavedHolding, SavedReconnect, SavedState};
+pub use saved::{RestoreSkipped, SavedAddress, SavedHolding, SavedReconnect, SavedState};
 pub use spill::{SpillCut, SpillLimits, SpillPlace};
 pub use visitors::{request_host, visitor_source, Entrance, TrustedProxies, VisitorRefusal};

@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use crate::command::EndpointKind;
 use crate::ids::KeyFingerprint;
-use crate::ownership::Address;
 
 /// One address a key holds, as kept across a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SavedHolding {
     /// The name or tcp port.
-    pub address: Address,
+    pub address: SavedAddress,
     /// The key that holds it.
     pub owner: KeyFingerprint,
     /// How it was held when saved.
@@ -22,6 +21,15 @@ pub struct SavedHolding {
     /// For an address given at random (no name asked for, or remote port 0): the forward a
     /// reconnecting client repeats to get it back.
     pub reconnect: Option<SavedReconnect>,
+}
+
+/// A saved name or tcp port: plain data, checked again when restored (it may come from a file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SavedAddress {
+    /// A full host name under the domain, lowercase, as the gateway gave it.
+    Name(String),
+    /// A tcp port.
+    Port(u16),
 }
 
 /// How a saved address was held.

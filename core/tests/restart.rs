@@ -6,7 +6,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{key, Harness};
-use tunnel_core::{Address, RestoreSkipped, SavedHolding, SavedState};
+use tunnel_core::{RestoreSkipped, SavedAddress, SavedHolding, SavedState};
 
 /// A gateway started after `before` was stopped, with `before`'s saved holdings restored. A
 /// different seed: without the restore, random names would differ.
@@ -94,7 +94,7 @@ fn a_live_address_is_reserved_for_the_whole_grace_from_the_restore() {
 
 #[test]
 fn what_no_longer_fits_the_configuration_is_left_out_and_said_why() {
-    let holding = |address: Address, state| SavedHolding {
+    let holding = |address: SavedAddress, state| SavedHolding {
         address,
         owner: key("alice"),
         state,
@@ -106,7 +106,7 @@ fn what_no_longer_fits_the_configuration_is_left_out_and_said_why() {
     let mut saved = before.gw.saved_holdings(before.now);
     let name = saved
         .iter()
-        .find(|s| matches!(s.address, Address::Name(_)))
+        .find(|s| matches!(s.address, SavedAddress::Name(_)))
         .expect("the name")
         .address
         .clone();
@@ -117,7 +117,7 @@ fn what_no_longer_fits_the_configuration_is_left_out_and_said_why() {
         },
     ));
     saved.push(holding(
-        Address::Port(20002),
+        SavedAddress::Port(20002),
         SavedState::Reserved {
             remaining: Duration::ZERO,
         },
@@ -184,5 +184,31 @@ fn the_holdings_version_moves_on_every_change_and_only_then() {
     assert!(v2 > v1, "live to reserved");
     h.advance(h.config().name_grace());
     assert!(h.gw.holdings_version() > v2, "reservation ended");
+    h.assert_no_leaks();
+}
+
+#[test]
+fn a_saved_name_is_checked_like_a_name_asked_for() {
+    let mut h = Harness::new();
+    let now = h.now;
+    let saved = [
+        "APP.localhost",
+        "app",
+        "bad_label.localhost",
+        "localhost",
+        "app.localhost.",
+    ]
+    .into_iter()
+    .map(|name| SavedHolding {
+        address: SavedAddress::Name(name.to_owned()),
+        owner: key("alice"),
+        state: SavedState::Live,
+        reconnect: None,
+    });
+    let skipped = h.gw.restore(now, saved);
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
+    assert!(skipped
+        .iter()
+        .all(|(_, why)| *why == RestoreSkipped::NotOurs));
     h.assert_no_leaks();
 }

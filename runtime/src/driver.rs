@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -126,6 +126,9 @@ pub struct Driver<N: Net> {
     pub(crate) net: N,
     pub(crate) settings: DriverSettings,
     timer_changed: Notify,
+    /// Told when the core's holdings moved past `holdings_seen` (see `holdings_file`).
+    holdings_moved: Notify,
+    holdings_seen: AtomicU64,
     /// Leak-check counters.
     pub stats: Stats,
     /// The spill buffers of every visitor stream.
@@ -154,6 +157,8 @@ impl<N: Net> Driver<N> {
             net,
             settings,
             timer_changed: Notify::new(),
+            holdings_moved: Notify::new(),
+            holdings_seen: AtomicU64::new(0),
             stats: Stats::default(),
         })
     }
@@ -263,6 +268,15 @@ impl<N: Net> Driver<N> {
             binds.extend(self.execute(&mut state, actions, answers));
         }
         self.timer_changed.notify_one();
+        let version = self.lock().gateway.holdings_version();
+        if self.holdings_seen.swap(version, Ordering::Relaxed) != version {
+            self.holdings_moved.notify_one();
+        }
+    }
+
+    /// Waits until the core's holdings (names and ports, live or reserved) have changed.
+    pub(crate) async fn holdings_changed(&self) {
+        self.holdings_moved.notified().await;
     }
 
     /// Carries out actions under the lock (none of them waits); returns the binds to perform.

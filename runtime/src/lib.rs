@@ -8,6 +8,7 @@ pub mod admission;
 pub mod channel_io;
 pub mod config;
 pub mod driver;
+pub mod holdings_file;
 pub mod http;
 pub mod http_headers;
 pub mod https;

@@ -57,13 +57,17 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
     }
     let rng = Box::new(rand_chacha::ChaCha20Rng::from_entropy());
-    let _running =
+    let running =
         tunnel_runtime::server::start(TokioNet, &config, host_key, authorized.as_ref(), rng)
             .await
             .context("starting the server")?;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => stopped.context("waiting for ctrl-c")?,
+        _ = terminate.recv() => {}
+    }
     tracing::info!("shutting down");
+    running.save_holdings().await;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,16 @@ pub struct Running<N: Net> {
     pub http_addr: SocketAddr,
     /// The HTTPS listener.
     pub https_addr: SocketAddr,
+    state_dir: PathBuf,
+}
+
+impl<N: Net> Running<N> {
+    /// Writes the holdings file now (at shutdown: changes of the last moment would otherwise
+    /// wait for the next save).
+    pub async fn save_holdings(&self) {
+        let path = self.state_dir.join(crate::holdings_file::HOLDINGS_FILE);
+        crate::holdings_file::save(&self.driver, &path, None).await;
+    }
 }
 
 /// Binds every listener, logs one line per listener with its real address, and spawns the
@@ -131,9 +142,15 @@ pub async fn start<N: Net>(
         spill_dir: config.spill_dir.clone(),
         trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone()),
     };
-    let driver = Driver::new(Gateway::new(core, rng), net, settings);
+    let mut gateway = Gateway::new(core, rng);
+    crate::holdings_file::restore(&mut gateway, &config.state_dir);
+    let driver = Driver::new(gateway, net, settings);
 
     tokio::spawn(Arc::clone(&driver).run_timers());
+    tokio::spawn(crate::holdings_file::keep(
+        Arc::clone(&driver),
+        config.state_dir.clone(),
+    ));
     tokio::spawn(crate::ssh::serve(
         Arc::clone(&driver),
         ssh,
@@ -143,6 +160,7 @@ pub async fn start<N: Net>(
     tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls, certs));
     Ok(Running {
         driver,
+        state_dir: config.state_dir.clone(),
         ssh_addr,
         http_addr,
         https_addr,

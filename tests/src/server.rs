@@ -374,6 +374,25 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Stops the server as systemd does, with SIGTERM, and waits (bounded) for it to exit; true
+    /// if it exited on its own and with success.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + FAILURE_TIMEOUT;
+        while sent && Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break,
+            }
+        }
+        false
+    }
+
     /// Kills the server with SIGKILL (`kill -9`: none of its clean-up runs) and waits for it to go.
     pub fn stop(mut self) {
         self.kill();

@@ -29,6 +29,9 @@ pub const SYNTAX_VERSION: &str = "v2";
 /// The disconnect message of a connection the server closes without an error to report.
 pub const CLOSED_BY_SERVER: &str = "closed by the tunnel server";
 
+/// The disconnect message, and the start of the session line, when the server stops.
+pub const SERVER_RESTARTING: &str = "server restarting";
+
 /// The sans-IO gateway engine: every SSH connection, forward, name and port of one server.
 ///
 /// # Calling contract
@@ -66,6 +69,8 @@ pub struct Gateway {
     forwards: Forwards,
     timers: TimerTable,
     actions: VecDeque<Action>,
+    /// Set by [`Input::Stopping`]: new connections are closed.
+    stopping: bool,
 }
 
 struct Connection {
@@ -113,6 +118,7 @@ impl Gateway {
             forwards: Forwards::new(ports),
             timers: TimerTable::default(),
             actions: VecDeque::new(),
+            stopping: false,
         }
     }
 
@@ -157,6 +163,13 @@ impl Gateway {
                 }
             }
             Input::ConnectionClosed { conn } => self.drop_connection(now, conn),
+            Input::Stopping => self.stopping(),
+            Input::Stopped => {
+                let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+                for conn in conns {
+                    self.close(conn, SERVER_RESTARTING.to_owned());
+                }
+            }
             Input::Bound { endpoint } => self.bind_answered(now, endpoint, true),
             Input::BindFailed { endpoint } => self.bind_answered(now, endpoint, false),
             Input::HttpRequestCompleted {
@@ -367,6 +380,9 @@ impl Gateway {
     fn connection_opened(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
         if self.conns.contains_key(&conn) {
             return;
+        }
+        if self.stopping {
+            return self.close(conn, SERVER_RESTARTING.to_owned());
         }
         let source = visitor_source(peer.ip());
         let (mut everywhere, mut here) = (0, 0);
@@ -660,6 +676,31 @@ impl Gateway {
 
     /// Forgets a connection: its routes go at once, its names and ports stay reserved for its
     /// key for the grace period.
+    /// Tells every authenticated session the server is going, and what happens to its names.
+    fn stopping(&mut self) {
+        if std::mem::replace(&mut self.stopping, true) {
+            return;
+        }
+        let grace = self.config.name_grace().as_secs();
+        let line = if grace == 0 {
+            format!("{SERVER_RESTARTING}: this connection will close")
+        } else {
+            format!(
+                "{SERVER_RESTARTING}: reconnect within {} to get your names and ports back",
+                short_duration(grace)
+            )
+        };
+        let users: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.key.is_some())
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in users {
+            self.print(conn, OutputStream::Stderr, line.clone());
+        }
+    }
+
     fn drop_connection(&mut self, now: Instant, conn: ConnId) {
         if self.conns.remove(&conn).is_none() {
             return;
@@ -757,4 +798,13 @@ fn version_error(user: &str) -> Option<SessionError> {
     let is_version = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     (is_version && user != SYNTAX_VERSION)
         .then(|| SessionError::UnsupportedVersion(Shown::from(user)))
+}
+
+/// `90` as `90s`, `600` as `10m`, `7200` as `2h`: the largest unit that divides it.
+fn short_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }

@@ -103,6 +103,13 @@ pub enum Input {
         /// The endpoint the `Bind` named.
         endpoint: EndpointId,
     },
+    /// The server is stopping (a restart, SIGTERM): every session is told, and new connections
+    /// are closed from now on. The adapter stops accepting, lets the visitors in flight finish,
+    /// then sends [`Input::Stopped`].
+    Stopping,
+    /// The stop's wait for visitors is over: every connection is closed (their names and ports
+    /// stay reserved for their keys, as after any disconnect).
+    Stopped,
     /// An HTTP request through an endpoint finished: it becomes the session's `--inspect` line if
     /// the endpoint asked for one. An adapter may skip sending it when
     /// [`Route::logs_requests`](crate::Route::logs_requests) is false: nothing would come of it.

@@ -29,7 +29,7 @@ pub use client_hello::{read_client_hello, ClientHello, ClientHelloReader, MAX_CL
 pub use config::{GatewayConfig, KeyQuota, Limits, Startups};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
 pub use error::{CommandError, ForwardError, SessionError, Shown};
-pub use gateway::{Gateway, CLOSED_BY_SERVER, SYNTAX_VERSION};
+pub use gateway::{Gateway, CLOSED_BY_SERVER, SERVER_RESTARTING, SYNTAX_VERSION};
 pub use ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 pub use input::Input;
 pub use key_rules::{KeyOptionError, KeyRules};

@@ -6,7 +6,9 @@ mod harness;
 use std::time::Duration;
 
 use harness::{key, Harness};
-use tunnel_core::{RestoreSkipped, SavedAddress, SavedHolding, SavedState};
+use tunnel_core::{
+    Input, RestoreSkipped, SavedAddress, SavedHolding, SavedState, SERVER_RESTARTING,
+};
 
 /// A gateway started after `before` was stopped, with `before`'s saved holdings restored. A
 /// different seed: without the restore, random names would differ.
@@ -210,5 +212,53 @@ fn a_saved_name_is_checked_like_a_name_asked_for() {
     assert!(skipped
         .iter()
         .all(|(_, why)| *why == RestoreSkipped::NotOurs));
+    h.assert_no_leaks();
+}
+
+#[test]
+fn a_stop_tells_each_session_refuses_newcomers_then_closes_everyone_keeping_their_names() {
+    let mut h = Harness::new();
+    let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
+    let waiting = h.connect();
+    h.feed(Input::Stopping);
+    assert_eq!(
+        h.stderr(alice),
+        ["server restarting: reconnect within 10m to get your names and ports back"]
+    );
+    assert!(!h.is_closed(alice), "visitors in flight still reach it");
+    // Stopping twice says nothing twice.
+    h.feed(Input::Stopping);
+    assert_eq!(h.stderr(alice).len(), 1);
+    let late = h.connect();
+    assert!(h.is_closed(late));
+    assert_eq!(
+        h.session(late).disconnect_message.as_deref(),
+        Some(SERVER_RESTARTING)
+    );
+
+    h.feed(Input::Stopped);
+    for conn in [alice, waiting] {
+        assert!(h.is_closed(conn));
+        assert_eq!(
+            h.session(conn).disconnect_message.as_deref(),
+            Some(SERVER_RESTARTING)
+        );
+    }
+    assert_eq!(h.gw.connection_count(), 0);
+    assert_eq!(h.gw.reservation_count(), 1, "app.localhost stays alice's");
+    h.assert_no_leaks();
+}
+
+#[test]
+fn without_a_grace_the_stop_line_promises_nothing() {
+    let mut h = Harness::builder().name_grace(Duration::ZERO).build();
+    let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
+    h.feed(Input::Stopping);
+    assert_eq!(
+        h.stderr(alice),
+        ["server restarting: this connection will close"]
+    );
+    h.feed(Input::Stopped);
+    assert_eq!(h.gw.reservation_count(), 0);
     h.assert_no_leaks();
 }

@@ -129,6 +129,8 @@ pub struct Driver<N: Net> {
     /// Told when the core's holdings moved past `holdings_seen` (see `holdings_file`).
     holdings_moved: Notify,
     holdings_seen: AtomicU64,
+    /// Set once the server begins to stop.
+    stopping: watch::Sender<bool>,
     /// Leak-check counters.
     pub stats: Stats,
     /// The spill buffers of every visitor stream.
@@ -159,6 +161,7 @@ impl<N: Net> Driver<N> {
             timer_changed: Notify::new(),
             holdings_moved: Notify::new(),
             holdings_seen: AtomicU64::new(0),
+            stopping: watch::Sender::new(false),
             stats: Stats::default(),
         })
     }
@@ -272,6 +275,26 @@ impl<N: Net> Driver<N> {
         if self.holdings_seen.swap(version, Ordering::Relaxed) != version {
             self.holdings_moved.notify_one();
         }
+    }
+
+    /// Resolves once the server has begun to stop: visitor connections finish what is in flight
+    /// and close.
+    pub async fn stopping(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// Begins the stop: tcp endpoint listeners stop accepting, the core tells every session and
+    /// closes newcomers, visitor connections are asked to finish.
+    pub async fn begin_stop(self: &Arc<Self>) {
+        self.stopping.send_replace(true);
+        self.lock().listeners.stop_accepting();
+        self.submit(Input::Stopping).await;
+    }
+
+    /// Ends the stop: the core closes every connection.
+    pub async fn end_stop(self: &Arc<Self>) {
+        self.submit(Input::Stopped).await;
     }
 
     /// Waits until the core's holdings (names and ports, live or reserved) have changed.

@@ -87,7 +87,7 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
     let exempt = Exempt::default();
     let stream = Idle::new(stream, driver.settings().http_idle_timeout, exempt.clone());
     let visitor = Arc::new(Visitor {
-        driver,
+        driver: Arc::clone(&driver),
         peer,
         scheme,
         upstream: Mutex::new(None),
@@ -98,19 +98,30 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
         async move { Ok::<_, Infallible>(visitor.handle(request).await) }
     });
     let io = TokioIo::new(stream);
+    // When the server stops, a connection finishes the request in flight and closes; an idle
+    // one closes at once.
     let served = match scheme {
         // hyper-util's auto builder ignores http1_only() when serving with upgrades: it waits,
         // with no timer, for a possible HTTP/2 preface (and then speaks h2c). Plain HTTP gets
         // hyper's HTTP/1 server itself, whose header timer runs from the first byte.
-        Scheme::Http => server_http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_headers(MAX_HEADERS)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(io, service)
-            .with_upgrades()
-            .await
-            .map_err(Into::into),
+        Scheme::Http => {
+            let connection = server_http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => served,
+                () = driver.stopping() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+            .map_err(Into::into)
+        }
         Scheme::Https => {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -127,7 +138,15 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
                 .keep_alive_timeout(H2_PING_TIMEOUT)
                 .max_concurrent_streams(MAX_H2_STREAMS)
                 .max_header_list_size(MAX_HEAD_BYTES as u32);
-            builder.serve_connection_with_upgrades(io, service).await
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => served,
+                () = driver.stopping() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         }
     };
     if let Err(error) = served {

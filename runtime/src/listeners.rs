@@ -23,6 +23,8 @@ pub(crate) struct Listeners<L> {
     /// Ports whose listener was unbound but may not be closed yet: an abort is asynchronous, and
     /// the next bind of the port (a takeover, a reconnect) must wait for it.
     closing: HashMap<u16, oneshot::Receiver<()>>,
+    /// The server is stopping: no listener starts accepting.
+    stopped: bool,
 }
 
 enum ListenerSlot<L> {
@@ -43,6 +45,7 @@ impl<L> Default for Listeners<L> {
         Self {
             slots: HashMap::new(),
             closing: HashMap::new(),
+            stopped: false,
         }
     }
 }
@@ -55,6 +58,19 @@ impl<L> Listeners<L> {
             task.abort();
             self.closing.insert(port, closed);
         }
+    }
+}
+
+impl<L> Listeners<L> {
+    /// The server is stopping: no listener accepts another visitor; those in carry on, and each
+    /// port is let go with its endpoint as usual.
+    pub(crate) fn stop_accepting(&mut self) {
+        for slot in self.slots.values() {
+            if let ListenerSlot::Running { task, .. } = slot {
+                task.abort();
+            }
+        }
+        self.stopped = true;
     }
 }
 
@@ -101,6 +117,9 @@ impl<N: Net> Driver<N> {
         let Address::Port(port) = route.address else {
             return;
         };
+        if listeners.stopped {
+            return;
+        }
         match listeners.slots.remove(&route.endpoint) {
             Some(ListenerSlot::Bound(listener)) => {
                 let (closed_tx, closed) = oneshot::channel();

@@ -67,7 +67,7 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
         stopped = tokio::signal::ctrl_c() => stopped.context("waiting for ctrl-c")?,
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutting down");
-    running.save_holdings().await;
+    running.stop(config.shutdown_grace).await;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -6,12 +6,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand_core::RngCore;
 use russh::keys::PrivateKey;
 use russh::{cipher, Preferred};
+use tokio::task::AbortHandle;
 use tunnel_core::{Gateway, GatewayConfig, KeyFingerprint, Limits};
 
 use crate::config::ServerConfig;
@@ -61,9 +63,43 @@ pub struct Running<N: Net> {
     /// The HTTPS listener.
     pub https_addr: SocketAddr,
     state_dir: PathBuf,
+    /// The accept loops of the ssh, http and https listeners.
+    accepting: Vec<AbortHandle>,
 }
 
+/// How long a stop waits for the SSH connections to close once told to.
+const CLOSE_BOUND: Duration = Duration::from_secs(2);
+/// How often a stop looks whether what it waits for is done.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
 impl<N: Net> Running<N> {
+    /// Stops the server without losing anything: the listeners stop accepting, every session is
+    /// told (`server restarting`), the visitors in flight get up to `grace` to finish, then every
+    /// connection is closed and the holdings are saved for the next start.
+    pub async fn stop(&self, grace: Duration) {
+        for task in &self.accepting {
+            task.abort();
+        }
+        self.driver.begin_stop().await;
+        let streams = || self.driver.stats.active_streams.load(Ordering::Relaxed);
+        tracing::info!(
+            "stopping: up to {grace:?} for {} visitor streams to finish",
+            streams()
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        while streams() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(STOP_POLL).await;
+        }
+        self.driver.end_stop().await;
+        let deadline = tokio::time::Instant::now() + CLOSE_BOUND;
+        while self.driver.with_gateway(Gateway::connection_count) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(STOP_POLL).await;
+        }
+        self.save_holdings().await;
+    }
+
     /// Writes the holdings file now (at shutdown: changes of the last moment would otherwise
     /// wait for the next save).
     pub async fn save_holdings(&self) {
@@ -151,16 +187,20 @@ pub async fn start<N: Net>(
         Arc::clone(&driver),
         config.state_dir.clone(),
     ));
-    tokio::spawn(crate::ssh::serve(
-        Arc::clone(&driver),
-        ssh,
-        Arc::new(ssh_config(config, host_key)),
-    ));
-    tokio::spawn(crate::http::serve(Arc::clone(&driver), http));
-    tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls, certs));
+    let accepting = vec![
+        tokio::spawn(crate::ssh::serve(
+            Arc::clone(&driver),
+            ssh,
+            Arc::new(ssh_config(config, host_key)),
+        ))
+        .abort_handle(),
+        tokio::spawn(crate::http::serve(Arc::clone(&driver), http)).abort_handle(),
+        tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls, certs)).abort_handle(),
+    ];
     Ok(Running {
         driver,
         state_dir: config.state_dir.clone(),
+        accepting,
         ssh_addr,
         http_addr,
         https_addr,

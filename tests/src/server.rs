@@ -377,20 +377,33 @@ impl Server {
     /// Stops the server as systemd does, with SIGTERM, and waits (bounded) for it to exit; true
     /// if it exited on its own and with success.
     pub fn terminate(mut self) -> bool {
+        self.send_sigterm();
+        self.wait_exited(FAILURE_TIMEOUT)
+            .is_some_and(|status| status.success())
+    }
+
+    /// Sends SIGTERM (a stop that lets visitors finish and keeps every name).
+    pub fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .is_ok_and(|s| s.success());
-        let deadline = Instant::now() + FAILURE_TIMEOUT;
-        while sent && Instant::now() < deadline {
+        assert!(sent, "kill -TERM {pid}");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if still running.
+    pub fn wait_exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => break,
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => return None,
             }
         }
-        false
     }
 
     /// Kills the server with SIGKILL (`kill -9`: none of its clean-up runs) and waits for it to go.

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub channel_open_timeout: Duration,
     /// After a session's exit status, time the client gets to hang up; never zero.
     pub close_grace: Duration,
+    /// On SIGTERM or ctrl-c, how long visitors in flight get to finish before the connections close.
+    pub shutdown_grace: Duration,
     pub max_endpoints_per_connection: usize,
     pub max_connections_per_key: usize,
     pub max_unauthenticated_per_ip: usize,
@@ -161,6 +163,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         tls_hello_timeout: s.tls_hello_timeout,
         channel_open_timeout: s.channel_open_timeout,
         close_grace: s.close_grace,
+        shutdown_grace: s.shutdown_grace,
         max_endpoints_per_connection: s.max_endpoints_per_connection,
         max_connections_per_key: s.max_connections_per_key,
         max_unauthenticated_per_ip: s.max_unauthenticated_per_ip,

@@ -94,6 +94,9 @@ pub(super) struct Settings {
     /// Time the client gets to hang up after its session's exit status [default: 5s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub close_grace: Duration,
+    /// On SIGTERM or ctrl-c, time visitors in flight get to finish before every connection is closed; 0 closes at once [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = Rule(values::duration))]
+    pub shutdown_grace: Duration,
     /// Endpoints one SSH connection may hold [default: 64]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_endpoints_per_connection: usize,
@@ -162,6 +165,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("tls-hello-timeout", "10s"),
     ("channel-open-timeout", "10s"),
     ("close-grace", "5s"),
+    ("shutdown-grace", "10s"),
     ("max-endpoints-per-connection", "64"),
     ("max-connections-per-key", "1024"),
     ("max-unauthenticated-per-ip", "64"),

@@ -50,6 +50,7 @@ fn defaults_with_no_args() {
             tls_hello_timeout: Duration::from_secs(10),
             channel_open_timeout: Duration::from_secs(10),
             close_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
             max_endpoints_per_connection: 64,
             max_connections_per_key: 1024,
             max_unauthenticated_per_ip: 64,

@@ -21,6 +21,7 @@ pub mod proxy_header;
 pub mod read_buffer;
 pub mod server;
 pub mod session_writer;
+pub mod socket_activation;
 pub mod spill;
 pub mod ssh;
 pub mod state_file;

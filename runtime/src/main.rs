@@ -1,5 +1,6 @@
 //! `tunnel-server`: starts the gateway from flags and an optional TOML file.
 
+use std::os::fd::{BorrowedFd, FromRawFd as _, OwnedFd};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -7,6 +8,7 @@ use rand::SeedableRng as _;
 use tunnel_runtime::config::{ConfigError, ServerConfig};
 use tunnel_runtime::keys::{load_authorized_keys, load_or_generate_host_key};
 use tunnel_runtime::net::TokioNet;
+use tunnel_runtime::socket_activation::{check_open, passed_fds, ActivationError, Inherited};
 
 /// glibc's allocator returns freed heap to the kernel and faults it back in on the data path
 /// (about 10% of the server's CPU moving bytes, bench/profiles); mimalloc keeps it and still gives
@@ -17,6 +19,13 @@ use tunnel_runtime::net::TokioNet;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    let inherited = match take_passed_listeners() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            eprintln!("tunnel-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,7 +45,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime can always be built on a working OS");
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tunnel-server: {e:#}");
@@ -45,7 +54,32 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: ServerConfig) -> anyhow::Result<()> {
+/// The listeners systemd passed in (socket activation), taken before anything else could open a
+/// descriptor, and the variables that named them cleared so no child sees them.
+fn take_passed_listeners() -> Result<Inherited, ActivationError> {
+    let var = |name| std::env::var(name).ok();
+    let passed = passed_fds(
+        std::process::id(),
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+    )?;
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
+    let mut owned = Vec::with_capacity(passed.len());
+    for (fd, name) in passed {
+        // SAFETY: only looked at, for as long as this call; an fd number is always safe to ask
+        // the kernel about.
+        check_open(fd, unsafe { BorrowedFd::borrow_raw(fd) })?;
+        // SAFETY: the service manager passed this open descriptor to this process (LISTEN_PID
+        // is ours) and nothing has used it yet: it is taken once, here, at start.
+        owned.push((fd, name, unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    Inherited::from_fds(owned)
+}
+
+async fn run(config: ServerConfig, inherited: Inherited) -> anyhow::Result<()> {
     let host_key = load_or_generate_host_key(&config.host_key)?;
     let authorized = config
         .authorized_keys
@@ -57,10 +91,16 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
     }
     let rng = Box::new(rand_chacha::ChaCha20Rng::from_entropy());
-    let running =
-        tunnel_runtime::server::start(TokioNet, &config, host_key, authorized.as_ref(), rng)
-            .await
-            .context("starting the server")?;
+    let running = tunnel_runtime::server::start_inheriting(
+        TokioNet,
+        &config,
+        host_key,
+        authorized.as_ref(),
+        rng,
+        inherited,
+    )
+    .await
+    .context("starting the server")?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     tokio::select! {

@@ -20,6 +20,16 @@ pub trait Net: Clone + Send + Sync + 'static {
 
     /// Binds a listener; port 0 picks a free port.
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// Serves a listener bound by someone else (systemd socket activation); a network that
+    /// cannot says so.
+    fn adopt(&self, listener: std::net::TcpListener) -> io::Result<Self::Listener> {
+        drop(listener);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this network cannot serve a passed-in listener",
+        ))
+    }
 }
 
 /// An accepted connection and both its ends.
@@ -56,6 +66,11 @@ impl Net for TokioNet {
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
         tokio::net::TcpListener::bind(addr).await
+    }
+
+    fn adopt(&self, listener: std::net::TcpListener) -> io::Result<Self::Listener> {
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
     }
 }
 

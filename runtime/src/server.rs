@@ -20,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::driver::{Driver, DriverSettings};
 use crate::keys::AuthorizedKeys;
 use crate::net::{Listener, Net};
+use crate::socket_activation::Inherited;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,19 @@ pub async fn start<N: Net>(
     authorized: Option<&AuthorizedKeys>,
     rng: Box<dyn RngCore + Send>,
 ) -> Result<Running<N>, StartError> {
+    start_inheriting(net, config, host_key, authorized, rng, Inherited::none()).await
+}
+
+/// [`start`], serving the listeners passed in (systemd socket activation) where one matches a
+/// listener of the server, by name (`ssh`, `http`, `https`) or address; the rest are bound here.
+pub async fn start_inheriting<N: Net>(
+    net: N,
+    config: &ServerConfig,
+    host_key: PrivateKey,
+    authorized: Option<&AuthorizedKeys>,
+    rng: Box<dyn RngCore + Send>,
+    mut inherited: Inherited,
+) -> Result<Running<N>, StartError> {
     let (tls, certs) = crate::tls::server_config(config)?;
     if let Some(dir) = crate::state_file::writable_by_others(&config.state_dir) {
         tracing::warn!(
@@ -124,9 +138,16 @@ pub async fn start<N: Net>(
             dir.display()
         );
     }
-    let ssh = bind(&net, "ssh", config.ssh_addr).await?;
-    let http = bind(&net, "http", config.http_addr).await?;
-    let https = bind(&net, "https", config.https_addr).await?;
+    let ssh = bind(&net, &mut inherited, "ssh", config.ssh_addr).await?;
+    let http = bind(&net, &mut inherited, "http", config.http_addr).await?;
+    let https = bind(&net, &mut inherited, "https", config.https_addr).await?;
+    let leftover = inherited.leftover();
+    if !leftover.is_empty() {
+        tracing::warn!(
+            "passed-in listeners that match no listener of the server (by name ssh, http, https, or address): {}",
+            leftover.join(", ")
+        );
+    }
     let (ssh_addr, http_addr, https_addr) = (
         local(&ssh, config.ssh_addr),
         local(&http, config.http_addr),
@@ -261,13 +282,18 @@ fn bytes(n: u64) -> String {
 
 async fn bind<N: Net>(
     net: &N,
+    inherited: &mut Inherited,
     what: &'static str,
     addr: SocketAddr,
 ) -> Result<N::Listener, BindError> {
-    let listener = net
-        .bind(addr)
-        .await
-        .map_err(|source| BindError { what, addr, source })?;
+    let failed = |source| BindError { what, addr, source };
+    let listener = match inherited.take(what, addr) {
+        Some(passed) => {
+            tracing::info!("serving the {what} listener passed in by the service manager");
+            net.adopt(passed).map_err(failed)?
+        }
+        None => net.bind(addr).await.map_err(failed)?,
+    };
     tracing::info!("listening {what} on {}", local(&listener, addr));
     Ok(listener)
 }

@@ -86,9 +86,18 @@ pub struct ServerBuilder {
     omitted: Vec<String>,
     state_dir: Option<PathBuf>,
     config: Option<String>,
+    /// A program that runs the server (given as its arguments) in its stead.
+    wrapper: Vec<String>,
 }
 
 impl ServerBuilder {
+    /// Runs the server under `program ARGS... SERVER SERVER-ARGS...` (e.g. a socket holder);
+    /// the process the test controls is then the wrapper.
+    pub fn wrapped_in<S: Into<String>>(mut self, program: impl IntoIterator<Item = S>) -> Self {
+        self.wrapper = program.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self
@@ -157,7 +166,14 @@ impl ServerBuilder {
         }
         args.extend(self.args);
 
-        let mut command = Command::new(binary);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(&args)
             // Relative defaults such as ./tunnel-state must not land in the repository.
@@ -384,12 +400,17 @@ impl Server {
 
     /// Sends SIGTERM (a stop that lets visitors finish and keeps every name).
     pub fn send_sigterm(&self) {
+        self.send_signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`HUP`, `TERM`, ...) to the process the test started.
+    pub fn send_signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(sent, "kill -TERM {pid}");
+        assert!(sent, "kill -{name} {pid}");
     }
 
     /// Waits up to `timeout` for the process to exit; its status, or `None` if still running.

@@ -8,7 +8,9 @@ use std::sync::{mpsc, Mutex};
 use tunnel_e2e::http_service::HttpService;
 use tunnel_e2e::http_visitor::HttpConn;
 use tunnel_e2e::visitor::wait_until_refused;
-use tunnel_e2e::{Client, Forwarding, Key, LocalService, PortLease, Server, FAILURE_TIMEOUT};
+use tunnel_e2e::{
+    workspace_root, Client, Forwarding, Key, LocalService, PortLease, Server, FAILURE_TIMEOUT,
+};
 
 fn server(state: &std::path::Path, lease: &PortLease) -> Server {
     Server::builder()
@@ -142,4 +144,63 @@ fn sigterm_tells_each_session_lets_the_request_in_flight_finish_and_refuses_newc
     );
     let status = server.wait_exited(FAILURE_TIMEOUT);
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+#[test]
+fn with_its_sockets_held_outside_a_restart_refuses_no_visitor_and_keeps_the_name() {
+    let state = tempfile::Builder::new()
+        .prefix("tunnel-e2e-state")
+        .tempdir()
+        .expect("a state dir");
+    let lease = PortLease::acquire();
+    let holder = workspace_root().join("tests/support/socket_holder.py");
+    let server = Server::builder()
+        .wrapped_in(["python3".to_owned(), holder.display().to_string()])
+        .state_dir(state.path())
+        .args(["--tcp-ports".to_owned(), lease.range().to_string()])
+        .start();
+    server.wait_log_line(
+        |l| l.contains("serving the http listener passed in"),
+        FAILURE_TIMEOUT,
+    );
+    let key = Key::generate();
+    let service = HttpService::start("held");
+    let web = format!("80:localhost:{}", service.port());
+    let (mut first, before) = tunnel(&server, &key, &web, "http");
+    let http = server.http_addr();
+
+    // The holder stops the server (SIGTERM) and starts a new one on the same sockets.
+    server.send_signal("HUP");
+    let ended = first.wait_exit(FAILURE_TIMEOUT);
+    assert!(
+        ended.stderr.iter().any(|l| l.contains("server restarting")),
+        "{ended:?}"
+    );
+    server.wait_log_line(
+        |l| l.contains("server exited, starting it again"),
+        FAILURE_TIMEOUT,
+    );
+    // Between the two servers, or while the new one starts, a visitor is not refused: the held
+    // socket queues it.
+    let mut visitor = HttpConn::connect(http).expect("the held socket takes the connection");
+    server.wait_log_line(
+        |l| l.contains("restored 1 of 1 saved reservations"),
+        FAILURE_TIMEOUT,
+    );
+    let (_again, after) = tunnel(&server, &key, &web, "http");
+    assert_eq!(
+        after.host, before.host,
+        "the same random name after the restart"
+    );
+    let host = format!("{}:{}", after.host, http.port());
+    visitor
+        .send(format!("GET /queued HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .expect("send");
+    let response = visitor.read_response().expect("an answer");
+    assert_eq!(response.status, 200, "{response:?}\n{}", server.log());
+    assert_eq!(response.header("x-service-id"), Some("held"));
+    assert!(
+        server.terminate(),
+        "the holder stops the server and exits cleanly"
+    );
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use crate::authorized::KeyList;
 use crate::ids::KeyFingerprint;
 use crate::key_rules::KeyRules;
 use crate::spill::SpillLimits;
@@ -141,6 +142,23 @@ impl GatewayConfig {
             ));
         }
         page
+    }
+
+    /// Only the keys of `list` may log in, each under its line's rules (in place of
+    /// [`with_authorized_keys`](Self::with_authorized_keys) and
+    /// [`with_key_rules`](Self::with_key_rules)).
+    pub fn with_key_list(mut self, list: KeyList) -> Self {
+        self.set_key_list(list);
+        self
+    }
+
+    pub(crate) fn set_key_list(&mut self, list: KeyList) {
+        self.authorized_keys = Some(list.keys().map(|(key, _)| key.clone()).collect());
+        self.key_rules = list
+            .keys()
+            .filter(|(_, rules)| **rules != KeyRules::default())
+            .map(|(key, rules)| (key.clone(), rules.clone()))
+            .collect();
     }
 
     /// The rules of one key's `authorized_keys` options (`from=`, `expiry-time=`, `restrict`,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use rand_core::RngCore;
 
 use crate::action::{Action, OutputStream, Reply};
+use crate::authorized::{KeyList, Revoked};
 use crate::command::{parse_command_line, Command, EndpointKind, HELP};
 use crate::config::GatewayConfig;
 use crate::endpoints::{inspect_line, Route};
@@ -158,6 +159,7 @@ impl Gateway {
             Input::ConnectionClosed { conn } => self.drop_connection(now, conn),
             Input::Bound { endpoint } => self.bind_answered(now, endpoint, true),
             Input::BindFailed { endpoint } => self.bind_answered(now, endpoint, false),
+            Input::AuthorizedKeysChanged { keys } => self.authorized_keys_changed(now, keys),
             Input::HttpRequestCompleted {
                 endpoint,
                 method,
@@ -588,22 +590,28 @@ impl Gateway {
             c.fatal.get_or_insert(error);
             return;
         }
+        self.end_session(now, conn, error.user_line(), error.exit_status());
+    }
+
+    /// Ends a session now: `line` on stderr and `status` if a session is open, else `line` as
+    /// the disconnect message; then the connection is closed.
+    fn end_session(&mut self, now: Instant, conn: ConnId, line: String, status: u32) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let open = matches!(c.session, Session::Open);
         // Requests still owed an answer are refused, not left unanswered.
         self.with_forwards(now, |f, fx| {
             f.refuse_owed(fx, conn);
             Ok(())
         });
-        let line = error.user_line();
         let message = if open {
             self.actions.push_back(Action::Print {
                 conn,
                 stream: OutputStream::Stderr,
                 line,
             });
-            self.actions.push_back(Action::Exit {
-                conn,
-                status: error.exit_status(),
-            });
+            self.actions.push_back(Action::Exit { conn, status });
             CLOSED_BY_SERVER.to_owned()
         } else {
             // Without a session channel (`ssh -N`) the disconnect message is the only place
@@ -612,6 +620,56 @@ impl Gateway {
         };
         self.close(conn, message);
         self.drop_connection(now, conn);
+    }
+
+    // ---- authorized keys ----------------------------------------------------------------------
+
+    /// A new `authorized_keys` list: connections it no longer admits are closed, and what was
+    /// reserved for a key no longer listed is freed (a removed key keeps no names).
+    fn authorized_keys_changed(&mut self, now: Instant, keys: KeyList) {
+        self.config.set_key_list(keys);
+        let revoked: Vec<(ConnId, Revoked)> = self
+            .conns
+            .iter()
+            .filter_map(|(&conn, c)| {
+                let key = c.key.as_ref()?;
+                self.revocation(key, c.peer, now).map(|why| (conn, why))
+            })
+            .collect();
+        for (conn, why) in revoked {
+            self.end_session(now, conn, why.to_string(), 1);
+        }
+        let unlisted: Vec<Address> = self
+            .forwards
+            .ownership
+            .holders()
+            .filter(|(_, h)| matches!(h.holding, Holding::Reserved { .. }))
+            .filter(|(_, h)| !self.is_listed(&h.owner))
+            .map(|(address, _)| address.clone())
+            .collect();
+        for address in unlisted {
+            self.timers.cancel(&Timer::Reservation(address.clone()));
+            self.forwards.reservation_revoked(&address);
+        }
+    }
+
+    /// Why an authenticated connection may no longer stay, under the current list.
+    fn revocation(&self, key: &KeyFingerprint, peer: SocketAddr, now: Instant) -> Option<Revoked> {
+        if !self.is_listed(key) {
+            return Some(Revoked::KeyRemoved);
+        }
+        let admitted = self
+            .config
+            .rules_for(key)
+            .is_none_or(|rules| rules.admits(peer.ip(), now));
+        (!admitted).then_some(Revoked::NoLongerAdmitted)
+    }
+
+    /// Whether an owner of names is still allowed to hold them: its key is listed.
+    fn is_listed(&self, owner: &KeyFingerprint) -> bool {
+        self.config
+            .authorized_keys()
+            .is_none_or(|keys| keys.contains(owner))
     }
 
     /// Forgets a connection: its routes go at once, its names and ports stay reserved for its

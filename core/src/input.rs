@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::authorized::KeyList;
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 
 /// One event for [`Gateway::handle`](crate::Gateway::handle). Inputs about one connection come in
@@ -117,5 +118,14 @@ pub enum Input {
         status: u16,
         /// From the request head read to the response head sent.
         elapsed: Duration,
+    },
+    /// The `authorized_keys` file changed (the adapter re-read it): `keys` replaces the list.
+    /// Every authenticated connection whose key is no longer listed, or whose new line no
+    /// longer admits it (`from=`, `expiry-time=`), is closed with a line saying why
+    /// ([`Revoked`](crate::Revoked)), and the names and ports reserved for a key no longer
+    /// listed are freed. Connections that stay get the new rules for their later requests.
+    AuthorizedKeysChanged {
+        /// The whole new list.
+        keys: KeyList,
     },
 }

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod action;
+mod authorized;
 mod claims;
 mod client_hello;
 pub mod command;
@@ -24,6 +25,7 @@ mod timers;
 mod visitors;
 
 pub use action::{Action, OutputStream, Reply};
+pub use authorized::{KeyList, Revoked};
 pub use client_hello::{read_client_hello, ClientHello, ClientHelloReader, MAX_CLIENT_HELLO_BYTES};
 pub use config::{GatewayConfig, KeyQuota, Limits, Startups};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};

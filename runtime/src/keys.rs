@@ -164,7 +164,7 @@ impl AuthorizedKey {
         &self.fingerprint
     }
 
-    /// The options field before the key type, verbatim; empty if none. [`AuthorizedKeys::rules`]
+    /// The options field before the key type, verbatim; empty if none. [`AuthorizedKeys::key_list`]
     /// turns them into what the core enforces.
     pub fn options(&self) -> &str {
         &self.options
@@ -231,7 +231,7 @@ impl AuthorizedKeys {
 /// Reads an OpenSSH `authorized_keys` file (sshd(8), "AUTHORIZED_KEYS FILE FORMAT").
 ///
 /// Blank lines and lines starting with `#` are skipped. Options before the key type are kept
-/// verbatim; [`AuthorizedKeys::rules`] reads them. Any malformed line fails the whole file, naming the line, so a typo never
+/// verbatim; [`AuthorizedKeys::key_list`] reads them. Any malformed line fails the whole file, naming the line, so a typo never
 /// silently locks a key out.
 pub fn load_authorized_keys(path: &Path) -> Result<AuthorizedKeys, KeyError> {
     let text = fs::read_to_string(path).map_err(|source| KeyError::ReadAuthorizedKeys {
@@ -242,18 +242,15 @@ pub fn load_authorized_keys(path: &Path) -> Result<AuthorizedKeys, KeyError> {
 }
 
 impl AuthorizedKeys {
-    /// The rules each key's options set (the core enforces them), read now: `expiry-time`
-    /// becomes a deadline on the monotonic clock. An option the server cannot honour is an
-    /// error naming the line: a key is never let in with fewer restrictions than its line asks.
-    pub fn rules(
-        &self,
-        path: &Path,
-    ) -> Result<Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyRules)>, KeyError> {
+    /// The list the core enforces: each key with the rules of its options, read now
+    /// (`expiry-time` becomes a deadline on the monotonic clock). An option the server cannot
+    /// honour is an error naming the line: a key is never let in with fewer restrictions than
+    /// its line asks.
+    pub fn key_list(&self, path: &Path) -> Result<tunnel_core::KeyList, KeyError> {
         let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
         self.entries()
             .iter()
-            .filter(|k| !k.options().is_empty())
-            .map(|k| {
+            .try_fold(tunnel_core::KeyList::new(), |list, k| {
                 let rules = tunnel_core::KeyRules::from_options(k.options(), now, wall).map_err(
                     |problem| KeyError::KeyOptions {
                         path: path.to_owned(),
@@ -261,9 +258,8 @@ impl AuthorizedKeys {
                         problem,
                     },
                 )?;
-                Ok((tunnel_core::KeyFingerprint::new(k.fingerprint()), rules))
+                Ok(list.with_key(tunnel_core::KeyFingerprint::new(k.fingerprint()), rules))
             })
-            .collect()
     }
 }
 
@@ -567,15 +563,20 @@ mod options_tests {
         )
         .expect("write");
         let keys = load_authorized_keys(&path).expect("parses");
-        let rules = keys.rules(&path).expect("from= and restrict are honoured");
-        assert_eq!(rules.len(), 1);
+        let list = keys
+            .key_list(&path)
+            .expect("from= and restrict are honoured");
+        assert_eq!(list.len(), 1);
+        assert!(list
+            .keys()
+            .all(|(_, rules)| !rules.permits_forward("app", 80)));
         fs::write(
             &path,
             format!("{key} plain\ncommand=\"tcp\" {key} forced\n"),
         )
         .expect("write");
         let keys = load_authorized_keys(&path).expect("parses");
-        let error = keys.rules(&path).expect_err("never ignored").to_string();
+        let error = keys.key_list(&path).expect_err("never ignored").to_string();
         assert!(
             error.contains(":2: option command=\"tcp\" is not enforced"),
             "{error}"

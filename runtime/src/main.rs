@@ -57,10 +57,20 @@ async fn run(config: ServerConfig) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
     }
     let rng = Box::new(rand_chacha::ChaCha20Rng::from_entropy());
-    let _running =
+    let running =
         tunnel_runtime::server::start(TokioNet, &config, host_key, authorized.as_ref(), rng)
             .await
             .context("starting the server")?;
+    if let Some(reload) = running.reload_keys.clone() {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: re-reading the authorized keys file");
+                reload.notify_one();
+            }
+        });
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;

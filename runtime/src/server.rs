@@ -1,7 +1,6 @@
 //! Assembles a running server from its configuration: listeners, the core, the SSH front door.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use rand_core::RngCore;
 use russh::keys::PrivateKey;
 use russh::{cipher, Preferred};
-use tunnel_core::{Gateway, GatewayConfig, KeyFingerprint, Limits};
+use tunnel_core::{Gateway, GatewayConfig, Limits};
 
 use crate::config::ServerConfig;
 use crate::driver::{Driver, DriverSettings};
@@ -59,6 +58,9 @@ pub struct Running<N: Net> {
     pub http_addr: SocketAddr,
     /// The HTTPS listener.
     pub https_addr: SocketAddr,
+    /// With `--authorized-keys`: notify it to re-read the file at once (SIGHUP); the file is
+    /// also re-read by itself when it changes.
+    pub reload_keys: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Binds every listener, logs one line per listener with its real address, and spawns the
@@ -87,11 +89,14 @@ pub async fn start<N: Net>(
     );
 
     let host_key_fingerprint = crate::keys::fingerprint(host_key.public_key());
-    let authorized_keys = authorized.map(|keys| {
-        keys.fingerprints()
-            .map(KeyFingerprint::new)
-            .collect::<BTreeSet<_>>()
-    });
+    // Only a path names the file in errors; a caller may hand in keys read from elsewhere.
+    let keys_path = config
+        .authorized_keys
+        .clone()
+        .unwrap_or_else(|| "authorized_keys".into());
+    let key_list = authorized
+        .map(|keys| keys.key_list(&keys_path))
+        .transpose()?;
     let limits = Limits::default()
         .with_endpoints_per_connection(config.max_endpoints_per_connection)
         .with_connections_per_key(config.max_connections_per_key)
@@ -106,20 +111,16 @@ pub async fn start<N: Net>(
         .with_tcp_ports(config.tcp_ports.clone())
         .with_name_grace(config.name_grace)
         .with_auth_timeout(config.auth_timeout)
-        .with_authorized_keys(authorized_keys)
         .with_limits(limits)
         .with_spill_limits(config.spill)
         .with_home(ssh_addr.port(), host_key_fingerprint);
     let core = config.key_quotas.iter().fold(core, |core, (key, quota)| {
         core.with_key_quota(key.clone(), *quota)
     });
-    let key_rules = match (authorized, &config.authorized_keys) {
-        (Some(keys), Some(path)) => keys.rules(path)?,
-        _ => Vec::new(),
+    let core = match key_list {
+        Some(list) => core.with_key_list(list),
+        None => core.with_authorized_keys(None),
     };
-    let core = key_rules
-        .into_iter()
-        .fold(core, |core, (key, rules)| core.with_key_rules(key, rules));
     prepare_spill_dir(config)?;
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),
@@ -134,6 +135,16 @@ pub async fn start<N: Net>(
     let driver = Driver::new(Gateway::new(core, rng), net, settings);
 
     tokio::spawn(Arc::clone(&driver).run_timers());
+    let reload_keys = config.authorized_keys.as_ref().map(|path| {
+        let reload = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(crate::key_watch::watch(
+            Arc::clone(&driver),
+            path.clone(),
+            config.authorized_keys_poll,
+            Arc::clone(&reload),
+        ));
+        reload
+    });
     tokio::spawn(crate::ssh::serve(
         Arc::clone(&driver),
         ssh,
@@ -146,6 +157,7 @@ pub async fn start<N: Net>(
         ssh_addr,
         http_addr,
         https_addr,
+        reload_keys,
     })
 }
 

@@ -37,6 +37,7 @@ pub struct GatewayConfig {
     spill: SpillLimits,
     key_quotas: BTreeMap<KeyFingerprint, KeyQuota>,
     key_rules: BTreeMap<KeyFingerprint, KeyRules>,
+    authorities: BTreeMap<KeyFingerprint, KeyRules>,
     home: Home,
 }
 
@@ -66,6 +67,7 @@ impl GatewayConfig {
             spill: SpillLimits::default(),
             key_quotas: BTreeMap::new(),
             key_rules: BTreeMap::new(),
+            authorities: BTreeMap::new(),
             home: Home {
                 ssh_port: 22,
                 host_key: String::new(),
@@ -159,6 +161,25 @@ impl GatewayConfig {
             .filter(|(_, rules)| **rules != KeyRules::default())
             .map(|(key, rules)| (key.clone(), rules.clone()))
             .collect();
+        self.authorities = list
+            .authorities()
+            .map(|(key, rules)| (key.clone(), rules.clone()))
+            .collect();
+    }
+
+    /// The rules of a `cert-authority` line, if `key` is one.
+    pub fn authority(&self, key: &KeyFingerprint) -> Option<&KeyRules> {
+        self.authorities.get(key)
+    }
+
+    /// Every `cert-authority` line's key and rules.
+    pub fn authorities(&self) -> impl Iterator<Item = (&KeyFingerprint, &KeyRules)> {
+        self.authorities.iter()
+    }
+
+    /// Whether any `cert-authority` line is listed.
+    pub fn has_authorities(&self) -> bool {
+        !self.authorities.is_empty()
     }
 
     /// The rules of one key's `authorized_keys` options (`from=`, `expiry-time=`, `restrict`,

@@ -9,6 +9,7 @@ use rand_core::RngCore;
 
 use crate::action::{Action, OutputStream, Reply};
 use crate::authorized::{KeyList, Revoked};
+use crate::certificates::{certificate_login, CertificateLogin, UserCertificate};
 use crate::command::{parse_command_line, Command, EndpointKind, HELP};
 use crate::config::GatewayConfig;
 use crate::endpoints::{inspect_line, Route};
@@ -17,6 +18,7 @@ use crate::forward::Asked;
 use crate::forwards::{Effects, Forwards};
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::input::Input;
+use crate::key_rules::KeyRules;
 use crate::names::{normalize_host, Hostname};
 use crate::ownership::{Address, Holding};
 use crate::ports::TcpPortPool;
@@ -70,8 +72,11 @@ pub struct Gateway {
 
 struct Connection {
     peer: SocketAddr,
-    /// Set once authenticated.
+    /// Set once authenticated: the identity that owns names (the key's fingerprint, or a
+    /// certificate's CA and principal).
     key: Option<KeyFingerprint>,
+    /// How it authenticated, which says which lines' rules apply to it.
+    login: Login,
     /// An error that ends the session; reported once the command is known.
     fatal: Option<SessionError>,
     command: CommandState,
@@ -82,6 +87,18 @@ struct Connection {
     /// the adapter reports the socket closed, so a client that ignores the close cannot
     /// outnumber the cap.
     closing: bool,
+}
+
+enum Login {
+    /// With a listed key (or not yet authenticated).
+    Key,
+    /// With a certificate signed by a `cert-authority` key.
+    Certificate {
+        authority: KeyFingerprint,
+        principal: String,
+        /// The certificate's own `source-address` and `permit-port-forwarding`.
+        restrictions: KeyRules,
+    },
 }
 
 enum CommandState {
@@ -128,6 +145,11 @@ impl Gateway {
         match input {
             Input::ConnectionOpened { conn, peer } => self.connection_opened(now, conn, peer),
             Input::AuthRequested { conn, user, key } => self.auth_requested(now, conn, &user, key),
+            Input::CertificateAuthRequested {
+                conn,
+                user,
+                certificate,
+            } => self.certificate_auth_requested(now, conn, &user, &certificate),
             Input::ForwardRequested {
                 conn,
                 request,
@@ -269,13 +291,26 @@ impl Gateway {
         self.forwards.route_at(&Address::Port(port))
     }
 
-    /// Whether this key may log in at all. Ask it when the client only offers a key (RFC 4252
+    /// Whether this key may go on to sign. Ask it when the client only offers a key (RFC 4252
     /// §7, before signing): an unlisted key is refused before the client signs anything, which
-    /// spares a hardware key its touch. [`Input::AuthRequested`] gives the final answer.
+    /// spares a hardware key its touch. [`Input::AuthRequested`] gives the final answer. With a
+    /// `cert-authority` line every key may go on: the SSH stack offers a certificate as its bare
+    /// key, so the certificate is judged only at [`Input::CertificateAuthRequested`].
     pub fn accepts_key(&self, key: &KeyFingerprint) -> bool {
+        self.key_listed(key) || self.config.has_authorities()
+    }
+
+    /// Whether the key itself is listed (any key, without a list).
+    fn key_listed(&self, key: &KeyFingerprint) -> bool {
         self.config
             .authorized_keys()
             .is_none_or(|keys| keys.contains(key))
+    }
+
+    /// The identity an authenticated connection owns names as: its key's fingerprint, or for
+    /// a certificate login [`KeyFingerprint::of_principal`] of its CA and principal.
+    pub fn identity(&self, conn: ConnId) -> Option<&KeyFingerprint> {
+        self.conns.get(&conn)?.key.as_ref()
     }
 
     // ---- counts, for leak checks --------------------------------------------------------------
@@ -347,6 +382,7 @@ impl Gateway {
             Connection {
                 peer,
                 key: None,
+                login: Login::Key,
                 fatal: None,
                 command: CommandState::Waiting,
                 session: Session::NotYet(Vec::new()),
@@ -364,11 +400,64 @@ impl Gateway {
                 .rules_for(&key)
                 .is_none_or(|rules| rules.admits(peer.ip(), now))
         };
-        let accepted = peer.is_some_and(allowed_here) && self.accepts_key(&key);
+        let accepted = peer.is_some_and(allowed_here) && self.key_listed(&key);
         self.actions.push_back(Action::Auth { conn, accepted });
-        if !accepted {
-            return;
+        if accepted {
+            self.authenticated(now, conn, user, key, Login::Key);
         }
+    }
+
+    fn certificate_auth_requested(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: &str,
+        certificate: &UserCertificate,
+    ) {
+        let Some(peer) = self.conns.get(&conn).filter(|c| !c.closing).map(|c| c.peer) else {
+            return self.actions.push_back(Action::Auth {
+                conn,
+                accepted: false,
+            });
+        };
+        let authority = self.config.authority(&certificate.authority);
+        match certificate_login(certificate, user, authority, peer.ip(), now) {
+            Ok(CertificateLogin {
+                identity,
+                principal,
+                restrictions,
+            }) => {
+                self.actions.push_back(Action::Auth {
+                    conn,
+                    accepted: true,
+                });
+                let login = Login::Certificate {
+                    authority: certificate.authority.clone(),
+                    principal,
+                    restrictions,
+                };
+                self.authenticated(now, conn, user, identity, login);
+            }
+            Err(reason) => {
+                self.actions
+                    .push_back(Action::CertificateRefused { conn, reason });
+                self.actions.push_back(Action::Auth {
+                    conn,
+                    accepted: false,
+                });
+            }
+        }
+    }
+
+    /// An accepted login: `key` is the identity that owns what the connection asks for.
+    fn authenticated(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: &str,
+        key: KeyFingerprint,
+        login: Login,
+    ) {
         let same_key = self
             .conns
             .values()
@@ -382,6 +471,7 @@ impl Gateway {
             return;
         }
         c.key = Some(key);
+        c.login = login;
         c.fatal = if same_key >= limit {
             Some(ForwardError::TooManyConnections(limit).into())
         } else {
@@ -407,10 +497,7 @@ impl Gateway {
             return self.reply(conn, request, Reply::Granted { port });
         }
         let limit = self.config.limits().endpoints_per_connection();
-        let permitted = self
-            .config
-            .rules_for(&key)
-            .is_none_or(|rules| rules.permits_forward(&asked.bind_address, asked.port));
+        let permitted = self.permits_forward(c, &key, &asked);
         let refusal = if !permitted {
             Some(ForwardError::ForwardNotPermitted(
                 asked.bind_address.as_str().into(),
@@ -442,6 +529,28 @@ impl Gateway {
                 f.request_early(fx, conn, &key, request, asked);
                 Ok(())
             }),
+        }
+    }
+
+    /// Whether the rules that apply to this login let it ask for `asked`: its key's line, or its
+    /// CA's line and its certificate's own restrictions.
+    fn permits_forward(&self, c: &Connection, key: &KeyFingerprint, asked: &Asked) -> bool {
+        let (bind, port) = (asked.bind_address.as_str(), asked.port);
+        match &c.login {
+            Login::Key => self
+                .config
+                .rules_for(key)
+                .is_none_or(|rules| rules.permits_forward(bind, port)),
+            Login::Certificate {
+                authority,
+                restrictions,
+                ..
+            } => {
+                self.config
+                    .authority(authority)
+                    .is_some_and(|rules| rules.permits_forward(bind, port))
+                    && restrictions.permits_forward(bind, port)
+            }
         }
     }
 
@@ -631,10 +740,7 @@ impl Gateway {
         let revoked: Vec<(ConnId, Revoked)> = self
             .conns
             .iter()
-            .filter_map(|(&conn, c)| {
-                let key = c.key.as_ref()?;
-                self.revocation(key, c.peer, now).map(|why| (conn, why))
-            })
+            .filter_map(|(&conn, c)| self.revocation(c, now).map(|why| (conn, why)))
             .collect();
         for (conn, why) in revoked {
             self.end_session(now, conn, why.to_string(), 1);
@@ -653,23 +759,37 @@ impl Gateway {
         }
     }
 
-    /// Why an authenticated connection may no longer stay, under the current list.
-    fn revocation(&self, key: &KeyFingerprint, peer: SocketAddr, now: Instant) -> Option<Revoked> {
-        if !self.is_listed(key) {
-            return Some(Revoked::KeyRemoved);
-        }
-        let admitted = self
-            .config
-            .rules_for(key)
-            .is_none_or(|rules| rules.admits(peer.ip(), now));
+    /// Why an authenticated connection may no longer stay, under the current list. A
+    /// certificate's own restrictions never change; its CA's line may.
+    fn revocation(&self, c: &Connection, now: Instant) -> Option<Revoked> {
+        let key = c.key.as_ref()?;
+        let rules = match &c.login {
+            Login::Key if !self.key_listed(key) => return Some(Revoked::KeyRemoved),
+            Login::Key => self.config.rules_for(key),
+            Login::Certificate {
+                authority,
+                principal,
+                ..
+            } => match self.config.authority(authority) {
+                Some(rules) if rules.allows_principal(principal) => Some(rules),
+                _ => return Some(Revoked::CertificateRevoked),
+            },
+        };
+        let admitted = rules.is_none_or(|rules| rules.admits(c.peer.ip(), now));
         (!admitted).then_some(Revoked::NoLongerAdmitted)
     }
 
-    /// Whether an owner of names is still allowed to hold them: its key is listed.
+    /// Whether an owner of names may still hold them: its key is listed, or it is the identity
+    /// of a principal a listed CA still admits.
     fn is_listed(&self, owner: &KeyFingerprint) -> bool {
-        self.config
-            .authorized_keys()
-            .is_none_or(|keys| keys.contains(owner))
+        let by_authority = || {
+            self.config.authorities().any(|(authority, rules)| {
+                owner
+                    .principal_of(authority)
+                    .is_some_and(|principal| rules.allows_principal(principal))
+            })
+        };
+        self.key_listed(owner) || by_authority()
     }
 
     /// Forgets a connection: its routes go at once, its names and ports stay reserved for its

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::authorized::KeyList;
+use crate::certificates::UserCertificate;
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 
 /// One event for [`Gateway::handle`](crate::Gateway::handle). Inputs about one connection come in
@@ -29,6 +30,19 @@ pub enum Input {
         user: String,
         /// The key's SHA-256 fingerprint; names are owned by it.
         key: KeyFingerprint,
+    },
+    /// The client proved it holds the key of an OpenSSH certificate, whose signature and
+    /// validity window the SSH stack has verified. Answered by
+    /// [`Action::Auth`](crate::Action::Auth), after an
+    /// [`Action::CertificateRefused`](crate::Action::CertificateRefused) saying why when refused.
+    CertificateAuthRequested {
+        /// The connection authenticating.
+        conn: ConnId,
+        /// The SSH user name, as in [`Input::AuthRequested`]; it also picks the principal among
+        /// several the certificate names.
+        user: String,
+        /// What the certificate says.
+        certificate: UserCertificate,
     },
     /// A `tcpip-forward` global request (RFC 4254 §7.1). Answered by
     /// [`Action::Reply`](crate::Action::Reply), at once or, for a forward that needs a tcp

@@ -4,6 +4,7 @@
 
 mod action;
 mod authorized;
+mod certificates;
 mod claims;
 mod client_hello;
 pub mod command;
@@ -26,6 +27,9 @@ mod visitors;
 
 pub use action::{Action, OutputStream, Reply};
 pub use authorized::{KeyList, Revoked};
+pub use certificates::{
+    certificate_login, CertificateKind, CertificateLogin, CertificateRefusal, UserCertificate,
+};
 pub use client_hello::{read_client_hello, ClientHello, ClientHelloReader, MAX_CLIENT_HELLO_BYTES};
 pub use config::{GatewayConfig, KeyQuota, Limits, Startups};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};

@@ -107,7 +107,7 @@ async fn reload<N: Net>(driver: &Arc<Driver<N>>, path: &Path) {
     match list {
         Ok(keys) => {
             tracing::info!(
-                "re-read authorized keys file {}: {} keys",
+                "re-read authorized keys file {}: {} keys and certificate authorities",
                 path.display(),
                 keys.len()
             );

@@ -263,6 +263,33 @@ impl AuthorizedKeys {
     }
 }
 
+/// What the core needs to know of a certificate the SSH stack has verified (signature and
+/// validity window): its signer's fingerprint, type, key id, principals, critical options and
+/// extension names. Reads it; decides nothing.
+pub fn certificate_facts(certificate: &ssh_key::Certificate) -> tunnel_core::UserCertificate {
+    tunnel_core::UserCertificate {
+        authority: tunnel_core::KeyFingerprint::new(
+            certificate
+                .signature_key()
+                .fingerprint(HashAlg::Sha256)
+                .to_string(),
+        ),
+        kind: if certificate.cert_type().is_host() {
+            tunnel_core::CertificateKind::Host
+        } else {
+            tunnel_core::CertificateKind::User
+        },
+        key_id: certificate.key_id().to_owned(),
+        principals: certificate.valid_principals().to_vec(),
+        critical_options: certificate
+            .critical_options()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        extensions: certificate.extensions().keys().cloned().collect(),
+    }
+}
+
 /// Parses one line into (key, options, comment); `None` for blank and comment lines.
 fn parse_line(raw: &str) -> Result<Option<(PublicKey, &str, &str)>, LineProblem> {
     let line = raw.trim();
@@ -550,6 +577,79 @@ mod tests {
 #[cfg(test)]
 mod options_tests {
     use super::*;
+
+    #[test]
+    fn certificate_facts_are_read_as_ssh_keygen_wrote_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keygen = |args: &[&str]| {
+            let out = std::process::Command::new("/usr/bin/ssh-keygen")
+                .current_dir(dir.path())
+                .args(args)
+                .output()
+                .expect("ssh-keygen runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "ca"]);
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"]);
+        keygen(&[
+            "-q",
+            "-s",
+            "ca",
+            "-I",
+            "alice-laptop",
+            "-n",
+            "alice,ops",
+            "-O",
+            "clear",
+            "-O",
+            "permit-port-forwarding",
+            "-O",
+            "source-address=10.0.0.0/8",
+            "user.pub",
+        ]);
+        let text = fs::read_to_string(dir.path().join("user-cert.pub")).expect("cert written");
+        let cert = ssh_key::Certificate::from_openssh(text.trim()).expect("parses");
+        let facts = certificate_facts(&cert);
+        let ca = fs::read_to_string(dir.path().join("ca.pub")).expect("ca");
+        let ca = PublicKey::from_openssh(ca.trim()).expect("ca parses");
+        assert_eq!(facts.authority.as_str(), fingerprint(&ca));
+        assert_eq!(facts.kind, tunnel_core::CertificateKind::User);
+        assert_eq!(facts.key_id, "alice-laptop");
+        assert_eq!(facts.principals, ["alice", "ops"]);
+        assert_eq!(
+            facts
+                .critical_options
+                .get("source-address")
+                .map(String::as_str),
+            Some("10.0.0.0/8")
+        );
+        assert_eq!(
+            facts.extensions.iter().collect::<Vec<_>>(),
+            ["permit-port-forwarding"]
+        );
+    }
+
+    #[test]
+    fn cert_authority_lines_list_authorities() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("authorized_keys");
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMEICXeWewDgAbPNBTmpWFH/TvvV7LMTDrBszq+m2ASn";
+        fs::write(
+            &path,
+            format!("cert-authority,principals=\"alice\" {key} team ca\n"),
+        )
+        .expect("write");
+        let list = load_authorized_keys(&path)
+            .and_then(|keys| keys.key_list(&path))
+            .expect("cert-authority is honoured");
+        assert_eq!(list.keys().count(), 0, "a CA's key is no login key");
+        assert_eq!(list.authorities().count(), 1);
+    }
 
     #[test]
     fn options_are_honoured_or_refuse_to_load_naming_the_line() {

@@ -497,12 +497,8 @@ impl Gateway {
             return self.reply(conn, request, Reply::Granted { port });
         }
         let limit = self.config.limits().endpoints_per_connection();
-        let permitted = self.permits_forward(c, &key, &asked);
-        let refusal = if !permitted {
-            Some(ForwardError::ForwardNotPermitted(
-                asked.bind_address.as_str().into(),
-                asked.port,
-            ))
+        let refusal = if let Some(e) = self.forbids_forward(c, &key, &asked) {
+            Some(e)
         } else if self.forwards.count_of(conn) >= limit {
             Some(ForwardError::TooManyEndpoints(limit))
         } else if self.forwards.is_duplicate(conn, &asked) {
@@ -532,25 +528,33 @@ impl Gateway {
         }
     }
 
-    /// Whether the rules that apply to this login let it ask for `asked`: its key's line, or its
-    /// CA's line and its certificate's own restrictions.
-    fn permits_forward(&self, c: &Connection, key: &KeyFingerprint, asked: &Asked) -> bool {
+    /// Why the rules that apply to this login refuse `asked`, if they do: its key's line, or
+    /// its CA's line and then its certificate's own restrictions.
+    fn forbids_forward(
+        &self,
+        c: &Connection,
+        key: &KeyFingerprint,
+        asked: &Asked,
+    ) -> Option<ForwardError> {
         let (bind, port) = (asked.bind_address.as_str(), asked.port);
+        let line_permits = match &c.login {
+            Login::Key => self.config.rules_for(key),
+            Login::Certificate { authority, .. } => self.config.authority(authority),
+        }
+        .is_none_or(|rules| rules.permits_forward(bind, port));
+        if !line_permits {
+            return Some(ForwardError::ForwardNotPermitted(bind.into(), port));
+        }
         match &c.login {
-            Login::Key => self
-                .config
-                .rules_for(key)
-                .is_none_or(|rules| rules.permits_forward(bind, port)),
-            Login::Certificate {
-                authority,
-                restrictions,
-                ..
-            } => {
-                self.config
-                    .authority(authority)
-                    .is_some_and(|rules| rules.permits_forward(bind, port))
-                    && restrictions.permits_forward(bind, port)
+            Login::Certificate { restrictions, .. }
+                if !restrictions.permits_forward(bind, port) =>
+            {
+                Some(ForwardError::CertificateForbidsForwarding(
+                    bind.into(),
+                    port,
+                ))
             }
+            _ => None,
         }
     }
 

@@ -159,7 +159,7 @@ fn without_permit_port_forwarding_nothing_is_forwarded() {
     let request = h.forward(conn, "app", 80);
     h.exec(conn, "http");
     assert_eq!(h.reply(request), Some(Reply::Refused));
-    insta::assert_snapshot!(h.stderr(conn)[0], @r#"error: this key may not forward "app":80 (its authorized_keys line does not allow it) (see --help: ssh HOST help)"#);
+    insta::assert_snapshot!(h.stderr(conn)[0], @r#"error: this certificate may not forward "app":80 (it was signed without permit-port-forwarding) (see --help: ssh HOST help)"#);
     h.assert_no_leaks();
 }
 

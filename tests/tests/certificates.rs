@@ -105,5 +105,8 @@ fn certificates_of_a_cert_authority_log_in_and_the_others_are_refused() {
         .spawn()
         .wait_exit(FAILURE_TIMEOUT);
     let line = assert_one_error_line(&out, "forward");
-    assert!(line.contains("may not forward"), "{line}");
+    assert!(
+        line.contains("signed without permit-port-forwarding"),
+        "{line}"
+    );
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::certificates::CertificateRefusal;
 use crate::endpoints::Route;
 use crate::ids::{ConnId, EndpointId, RequestId};
 
@@ -16,6 +17,14 @@ pub enum Action {
         conn: ConnId,
         /// Accept or reject this key.
         accepted: bool,
+    },
+    /// Log why a certificate login is refused (the client is only told it was refused, by the
+    /// `Auth` that follows).
+    CertificateRefused {
+        /// The connection that asked.
+        conn: ConnId,
+        /// Why.
+        reason: CertificateRefusal,
     },
     /// Answer the session channel open of
     /// [`Input::SessionRequested`](crate::Input::SessionRequested): accept it, or reject it with

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use crate::authorized::KeyList;
 use crate::ids::KeyFingerprint;
 use crate::key_rules::KeyRules;
 use crate::spill::SpillLimits;
@@ -36,6 +37,7 @@ pub struct GatewayConfig {
     spill: SpillLimits,
     key_quotas: BTreeMap<KeyFingerprint, KeyQuota>,
     key_rules: BTreeMap<KeyFingerprint, KeyRules>,
+    authorities: BTreeMap<KeyFingerprint, KeyRules>,
     home: Home,
 }
 
@@ -65,6 +67,7 @@ impl GatewayConfig {
             spill: SpillLimits::default(),
             key_quotas: BTreeMap::new(),
             key_rules: BTreeMap::new(),
+            authorities: BTreeMap::new(),
             home: Home {
                 ssh_port: 22,
                 host_key: String::new(),
@@ -141,6 +144,42 @@ impl GatewayConfig {
             ));
         }
         page
+    }
+
+    /// Only the keys of `list` may log in, each under its line's rules (in place of
+    /// [`with_authorized_keys`](Self::with_authorized_keys) and
+    /// [`with_key_rules`](Self::with_key_rules)).
+    pub fn with_key_list(mut self, list: KeyList) -> Self {
+        self.set_key_list(list);
+        self
+    }
+
+    pub(crate) fn set_key_list(&mut self, list: KeyList) {
+        self.authorized_keys = Some(list.keys().map(|(key, _)| key.clone()).collect());
+        self.key_rules = list
+            .keys()
+            .filter(|(_, rules)| **rules != KeyRules::default())
+            .map(|(key, rules)| (key.clone(), rules.clone()))
+            .collect();
+        self.authorities = list
+            .authorities()
+            .map(|(key, rules)| (key.clone(), rules.clone()))
+            .collect();
+    }
+
+    /// The rules of a `cert-authority` line, if `key` is one.
+    pub fn authority(&self, key: &KeyFingerprint) -> Option<&KeyRules> {
+        self.authorities.get(key)
+    }
+
+    /// Every `cert-authority` line's key and rules.
+    pub fn authorities(&self) -> impl Iterator<Item = (&KeyFingerprint, &KeyRules)> {
+        self.authorities.iter()
+    }
+
+    /// Whether any `cert-authority` line is listed.
+    pub fn has_authorities(&self) -> bool {
+        !self.authorities.is_empty()
     }
 
     /// The rules of one key's `authorized_keys` options (`from=`, `expiry-time=`, `restrict`,

@@ -161,6 +161,12 @@ pub enum ForwardError {
     /// `no-port-forwarding`, or no `permitlisten` that matches).
     #[error("this key may not forward {0}:{1} (its authorized_keys line does not allow it)")]
     ForwardNotPermitted(Shown, u32),
+    /// The certificate the client logged in with was signed without `permit-port-forwarding`
+    /// (`ssh-keygen -O clear`), so it forwards nothing.
+    #[error(
+        "this certificate may not forward {0}:{1} (it was signed without permit-port-forwarding)"
+    )]
+    CertificateForbidsForwarding(Shown, u32),
     /// The key holds as many names as its quota allows.
     #[error("this key already holds {0} names (live, or reserved for its reconnects): that is its quota")]
     NameQuota(usize),

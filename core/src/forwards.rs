@@ -515,6 +515,17 @@ impl Forwards {
         }
     }
 
+    /// A reservation whose key is no longer allowed to log in: freed at once (its timer is the
+    /// caller's to cancel); a live holder is left alone.
+    pub(crate) fn reservation_revoked(&mut self, address: &Address) {
+        if self.ownership.is_reserved(address) {
+            self.ownership.forget(address);
+            if let Address::Port(port) = address {
+                self.ports.release(*port);
+            }
+        }
+    }
+
     /// Removes a forward: its route and listener go; its address is reserved, released or
     /// already passed on, per `why`. A reply it still owes is the caller's to send.
     fn remove(&mut self, fx: &mut Effects<'_>, id: EndpointId, why: Removal) {

@@ -8,6 +8,8 @@ use std::time::Instant;
 use rand_core::RngCore;
 
 use crate::action::{Action, OutputStream, Reply};
+use crate::authorized::{KeyList, Revoked};
+use crate::certificates::{certificate_login, CertificateLogin, UserCertificate};
 use crate::command::{parse_command_line, Command, EndpointKind, HELP};
 use crate::config::GatewayConfig;
 use crate::endpoints::{inspect_line, Route};
@@ -16,6 +18,7 @@ use crate::forward::Asked;
 use crate::forwards::{Effects, Forwards};
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::input::Input;
+use crate::key_rules::KeyRules;
 use crate::names::{normalize_host, Hostname};
 use crate::ownership::{Address, Holding};
 use crate::ports::TcpPortPool;
@@ -75,8 +78,11 @@ pub struct Gateway {
 
 struct Connection {
     peer: SocketAddr,
-    /// Set once authenticated.
+    /// Set once authenticated: the identity that owns names (the key's fingerprint, or a
+    /// certificate's CA and principal).
     key: Option<KeyFingerprint>,
+    /// How it authenticated, which says which lines' rules apply to it.
+    login: Login,
     /// An error that ends the session; reported once the command is known.
     fatal: Option<SessionError>,
     command: CommandState,
@@ -87,6 +93,18 @@ struct Connection {
     /// the adapter reports the socket closed, so a client that ignores the close cannot
     /// outnumber the cap.
     closing: bool,
+}
+
+enum Login {
+    /// With a listed key (or not yet authenticated).
+    Key,
+    /// With a certificate signed by a `cert-authority` key.
+    Certificate {
+        authority: KeyFingerprint,
+        principal: String,
+        /// The certificate's own `source-address` and `permit-port-forwarding`.
+        restrictions: KeyRules,
+    },
 }
 
 enum CommandState {
@@ -134,6 +152,11 @@ impl Gateway {
         match input {
             Input::ConnectionOpened { conn, peer } => self.connection_opened(now, conn, peer),
             Input::AuthRequested { conn, user, key } => self.auth_requested(now, conn, &user, key),
+            Input::CertificateAuthRequested {
+                conn,
+                user,
+                certificate,
+            } => self.certificate_auth_requested(now, conn, &user, &certificate),
             Input::ForwardRequested {
                 conn,
                 request,
@@ -172,6 +195,7 @@ impl Gateway {
             }
             Input::Bound { endpoint } => self.bind_answered(now, endpoint, true),
             Input::BindFailed { endpoint } => self.bind_answered(now, endpoint, false),
+            Input::AuthorizedKeysChanged { keys } => self.authorized_keys_changed(now, keys),
             Input::HttpRequestCompleted {
                 endpoint,
                 method,
@@ -281,10 +305,17 @@ impl Gateway {
         self.forwards.route_at(&Address::Port(port))
     }
 
-    /// Whether this key may log in at all. Ask it when the client only offers a key (RFC 4252
+    /// Whether this key may go on to sign. Ask it when the client only offers a key (RFC 4252
     /// §7, before signing): an unlisted key is refused before the client signs anything, which
-    /// spares a hardware key its touch. [`Input::AuthRequested`] gives the final answer.
+    /// spares a hardware key its touch. [`Input::AuthRequested`] gives the final answer. With a
+    /// `cert-authority` line every key may go on: the SSH stack offers a certificate as its bare
+    /// key, so the certificate is judged only at [`Input::CertificateAuthRequested`].
     pub fn accepts_key(&self, key: &KeyFingerprint) -> bool {
+        self.key_listed(key) || self.config.has_authorities()
+    }
+
+    /// Whether the key itself is listed (any key, without a list).
+    fn key_listed(&self, key: &KeyFingerprint) -> bool {
         self.config
             .authorized_keys()
             .is_none_or(|keys| keys.contains(key))
@@ -331,6 +362,12 @@ impl Gateway {
                     .map(|why| (kept, why))
             })
             .collect()
+    }
+
+    /// The identity an authenticated connection owns names as: its key's fingerprint, or for
+    /// a certificate login [`KeyFingerprint::of_principal`] of its CA and principal.
+    pub fn identity(&self, conn: ConnId) -> Option<&KeyFingerprint> {
+        self.conns.get(&conn)?.key.as_ref()
     }
 
     // ---- counts, for leak checks --------------------------------------------------------------
@@ -405,6 +442,7 @@ impl Gateway {
             Connection {
                 peer,
                 key: None,
+                login: Login::Key,
                 fatal: None,
                 command: CommandState::Waiting,
                 session: Session::NotYet(Vec::new()),
@@ -422,11 +460,64 @@ impl Gateway {
                 .rules_for(&key)
                 .is_none_or(|rules| rules.admits(peer.ip(), now))
         };
-        let accepted = peer.is_some_and(allowed_here) && self.accepts_key(&key);
+        let accepted = peer.is_some_and(allowed_here) && self.key_listed(&key);
         self.actions.push_back(Action::Auth { conn, accepted });
-        if !accepted {
-            return;
+        if accepted {
+            self.authenticated(now, conn, user, key, Login::Key);
         }
+    }
+
+    fn certificate_auth_requested(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: &str,
+        certificate: &UserCertificate,
+    ) {
+        let Some(peer) = self.conns.get(&conn).filter(|c| !c.closing).map(|c| c.peer) else {
+            return self.actions.push_back(Action::Auth {
+                conn,
+                accepted: false,
+            });
+        };
+        let authority = self.config.authority(&certificate.authority);
+        match certificate_login(certificate, user, authority, peer.ip(), now) {
+            Ok(CertificateLogin {
+                identity,
+                principal,
+                restrictions,
+            }) => {
+                self.actions.push_back(Action::Auth {
+                    conn,
+                    accepted: true,
+                });
+                let login = Login::Certificate {
+                    authority: certificate.authority.clone(),
+                    principal,
+                    restrictions,
+                };
+                self.authenticated(now, conn, user, identity, login);
+            }
+            Err(reason) => {
+                self.actions
+                    .push_back(Action::CertificateRefused { conn, reason });
+                self.actions.push_back(Action::Auth {
+                    conn,
+                    accepted: false,
+                });
+            }
+        }
+    }
+
+    /// An accepted login: `key` is the identity that owns what the connection asks for.
+    fn authenticated(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: &str,
+        key: KeyFingerprint,
+        login: Login,
+    ) {
         let same_key = self
             .conns
             .values()
@@ -440,6 +531,7 @@ impl Gateway {
             return;
         }
         c.key = Some(key);
+        c.login = login;
         c.fatal = if same_key >= limit {
             Some(ForwardError::TooManyConnections(limit).into())
         } else {
@@ -465,15 +557,8 @@ impl Gateway {
             return self.reply(conn, request, Reply::Granted { port });
         }
         let limit = self.config.limits().endpoints_per_connection();
-        let permitted = self
-            .config
-            .rules_for(&key)
-            .is_none_or(|rules| rules.permits_forward(&asked.bind_address, asked.port));
-        let refusal = if !permitted {
-            Some(ForwardError::ForwardNotPermitted(
-                asked.bind_address.as_str().into(),
-                asked.port,
-            ))
+        let refusal = if let Some(e) = self.forbids_forward(c, &key, &asked) {
+            Some(e)
         } else if self.forwards.count_of(conn) >= limit {
             Some(ForwardError::TooManyEndpoints(limit))
         } else if self.forwards.is_duplicate(conn, &asked) {
@@ -500,6 +585,36 @@ impl Gateway {
                 f.request_early(fx, conn, &key, request, asked);
                 Ok(())
             }),
+        }
+    }
+
+    /// Why the rules that apply to this login refuse `asked`, if they do: its key's line, or
+    /// its CA's line and then its certificate's own restrictions.
+    fn forbids_forward(
+        &self,
+        c: &Connection,
+        key: &KeyFingerprint,
+        asked: &Asked,
+    ) -> Option<ForwardError> {
+        let (bind, port) = (asked.bind_address.as_str(), asked.port);
+        let line_permits = match &c.login {
+            Login::Key => self.config.rules_for(key),
+            Login::Certificate { authority, .. } => self.config.authority(authority),
+        }
+        .is_none_or(|rules| rules.permits_forward(bind, port));
+        if !line_permits {
+            return Some(ForwardError::ForwardNotPermitted(bind.into(), port));
+        }
+        match &c.login {
+            Login::Certificate { restrictions, .. }
+                if !restrictions.permits_forward(bind, port) =>
+            {
+                Some(ForwardError::CertificateForbidsForwarding(
+                    bind.into(),
+                    port,
+                ))
+            }
+            _ => None,
         }
     }
 
@@ -648,22 +763,28 @@ impl Gateway {
             c.fatal.get_or_insert(error);
             return;
         }
+        self.end_session(now, conn, error.user_line(), error.exit_status());
+    }
+
+    /// Ends a session now: `line` on stderr and `status` if a session is open, else `line` as
+    /// the disconnect message; then the connection is closed.
+    fn end_session(&mut self, now: Instant, conn: ConnId, line: String, status: u32) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let open = matches!(c.session, Session::Open);
         // Requests still owed an answer are refused, not left unanswered.
         self.with_forwards(now, |f, fx| {
             f.refuse_owed(fx, conn);
             Ok(())
         });
-        let line = error.user_line();
         let message = if open {
             self.actions.push_back(Action::Print {
                 conn,
                 stream: OutputStream::Stderr,
                 line,
             });
-            self.actions.push_back(Action::Exit {
-                conn,
-                status: error.exit_status(),
-            });
+            self.actions.push_back(Action::Exit { conn, status });
             CLOSED_BY_SERVER.to_owned()
         } else {
             // Without a session channel (`ssh -N`) the disconnect message is the only place
@@ -672,6 +793,67 @@ impl Gateway {
         };
         self.close(conn, message);
         self.drop_connection(now, conn);
+    }
+
+    // ---- authorized keys ----------------------------------------------------------------------
+
+    /// A new `authorized_keys` list: connections it no longer admits are closed, and what was
+    /// reserved for a key no longer listed is freed (a removed key keeps no names).
+    fn authorized_keys_changed(&mut self, now: Instant, keys: KeyList) {
+        self.config.set_key_list(keys);
+        let revoked: Vec<(ConnId, Revoked)> = self
+            .conns
+            .iter()
+            .filter_map(|(&conn, c)| self.revocation(c, now).map(|why| (conn, why)))
+            .collect();
+        for (conn, why) in revoked {
+            self.end_session(now, conn, why.to_string(), 1);
+        }
+        let unlisted: Vec<Address> = self
+            .forwards
+            .ownership
+            .holders()
+            .filter(|(_, h)| matches!(h.holding, Holding::Reserved { .. }))
+            .filter(|(_, h)| !self.is_listed(&h.owner))
+            .map(|(address, _)| address.clone())
+            .collect();
+        for address in unlisted {
+            self.timers.cancel(&Timer::Reservation(address.clone()));
+            self.forwards.reservation_revoked(&address);
+        }
+    }
+
+    /// Why an authenticated connection may no longer stay, under the current list. A
+    /// certificate's own restrictions never change; its CA's line may.
+    fn revocation(&self, c: &Connection, now: Instant) -> Option<Revoked> {
+        let key = c.key.as_ref()?;
+        let rules = match &c.login {
+            Login::Key if !self.key_listed(key) => return Some(Revoked::KeyRemoved),
+            Login::Key => self.config.rules_for(key),
+            Login::Certificate {
+                authority,
+                principal,
+                ..
+            } => match self.config.authority(authority) {
+                Some(rules) if rules.allows_principal(principal) => Some(rules),
+                _ => return Some(Revoked::CertificateRevoked),
+            },
+        };
+        let admitted = rules.is_none_or(|rules| rules.admits(c.peer.ip(), now));
+        (!admitted).then_some(Revoked::NoLongerAdmitted)
+    }
+
+    /// Whether an owner of names may still hold them: its key is listed, or it is the identity
+    /// of a principal a listed CA still admits.
+    fn is_listed(&self, owner: &KeyFingerprint) -> bool {
+        let by_authority = || {
+            self.config.authorities().any(|(authority, rules)| {
+                owner
+                    .principal_of(authority)
+                    .is_some_and(|principal| rules.allows_principal(principal))
+            })
+        };
+        self.key_listed(owner) || by_authority()
     }
 
     /// Forgets a connection: its routes go at once, its names and ports stay reserved for its

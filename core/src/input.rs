@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::authorized::KeyList;
+use crate::certificates::UserCertificate;
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 
 /// One event for [`Gateway::handle`](crate::Gateway::handle). Inputs about one connection come in
@@ -28,6 +30,19 @@ pub enum Input {
         user: String,
         /// The key's SHA-256 fingerprint; names are owned by it.
         key: KeyFingerprint,
+    },
+    /// The client proved it holds the key of an OpenSSH certificate, whose signature and
+    /// validity window the SSH stack has verified. Answered by
+    /// [`Action::Auth`](crate::Action::Auth), after an
+    /// [`Action::CertificateRefused`](crate::Action::CertificateRefused) saying why when refused.
+    CertificateAuthRequested {
+        /// The connection authenticating.
+        conn: ConnId,
+        /// The SSH user name, as in [`Input::AuthRequested`]; it also picks the principal among
+        /// several the certificate names.
+        user: String,
+        /// What the certificate says.
+        certificate: UserCertificate,
     },
     /// A `tcpip-forward` global request (RFC 4254 §7.1). Answered by
     /// [`Action::Reply`](crate::Action::Reply), at once or, for a forward that needs a tcp
@@ -124,5 +139,14 @@ pub enum Input {
         status: u16,
         /// From the request head read to the response head sent.
         elapsed: Duration,
+    },
+    /// The `authorized_keys` file changed (the adapter re-read it): `keys` replaces the list.
+    /// Every authenticated connection whose key is no longer listed, or whose new line no
+    /// longer admits it (`from=`, `expiry-time=`), is closed with a line saying why
+    /// ([`Revoked`](crate::Revoked)), and the names and ports reserved for a key no longer
+    /// listed are freed. Connections that stay get the new rules for their later requests.
+    AuthorizedKeysChanged {
+        /// The whole new list.
+        keys: KeyList,
     },
 }

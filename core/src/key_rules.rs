@@ -14,6 +14,10 @@ pub struct KeyRules {
     expires: Option<Instant>,
     forwarding: bool,
     permit_listen: Option<Vec<ListenPattern>>,
+    /// A `cert-authority` line: the key signs users' certificates and never logs in itself.
+    cert_authority: bool,
+    /// `principals="a,b"` of a `cert-authority` line.
+    principals: Option<Vec<String>>,
 }
 
 impl Default for KeyRules {
@@ -23,6 +27,8 @@ impl Default for KeyRules {
             expires: None,
             forwarding: true,
             permit_listen: None,
+            cert_authority: false,
+            principals: None,
         }
     }
 }
@@ -67,6 +73,10 @@ pub enum KeyOptionError {
     /// Quotes that do not close.
     #[error("unterminated quote in the options")]
     Unterminated,
+    /// `principals=` on a line that is not `cert-authority`, where sshd would use it only for
+    /// certificates the line does not accept.
+    #[error("principals= applies only to a cert-authority line; add cert-authority or remove it")]
+    PrincipalsWithoutAuthority,
 }
 
 /// Options that ask for nothing a tunnel server offers: already true here.
@@ -104,13 +114,45 @@ impl KeyRules {
                     rules.expires = Some(now + left);
                 }
                 ("permitlisten", Some(value)) => listen.push(listen_pattern(&value)?),
+                ("cert-authority", None) => rules.cert_authority = true,
+                ("principals", Some(value)) => rules.principals = Some(principal_list(&value)?),
                 _ => return Err(KeyOptionError::NotEnforced(option.to_owned())),
             }
         }
         if !listen.is_empty() {
             rules.permit_listen = Some(listen);
         }
+        if rules.principals.is_some() && !rules.cert_authority {
+            return Err(KeyOptionError::PrincipalsWithoutAuthority);
+        }
         Ok(rules)
+    }
+
+    /// The rules a certificate's own options set for its login (PROTOCOL.certkeys):
+    /// `source-address` as a `from=` of networks, and no forwards without the
+    /// `permit-port-forwarding` extension.
+    pub(crate) fn of_certificate(source: Option<Vec<IpNet>>, forwarding: bool) -> Self {
+        Self {
+            from: source.map(|nets| {
+                nets.into_iter()
+                    .map(|net| (false, AddressPattern::Network(net.trunc())))
+                    .collect()
+            }),
+            forwarding,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this is a `cert-authority` line: its key only signs certificates.
+    pub fn is_cert_authority(&self) -> bool {
+        self.cert_authority
+    }
+
+    /// Whether a certificate principal is allowed by the line's `principals=` (any, without it).
+    pub fn allows_principal(&self, principal: &str) -> bool {
+        self.principals
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|p| p == principal))
     }
 
     /// Whether the key may log in from `peer` at `now`.
@@ -240,6 +282,18 @@ fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
         }
     }
     pattern[p..].iter().all(|&c| c == b'*')
+}
+
+fn principal_list(value: &str) -> Result<Vec<String>, KeyOptionError> {
+    let names: Vec<String> = value.split(',').map(str::to_owned).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(KeyOptionError::BadValue {
+            option: "principals",
+            value: value.to_owned(),
+            reason: "expected a comma-separated list of names",
+        });
+    }
+    Ok(names)
 }
 
 fn listen_pattern(value: &str) -> Result<ListenPattern, KeyOptionError> {

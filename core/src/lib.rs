@@ -3,6 +3,8 @@
 #![deny(missing_docs)]
 
 mod action;
+mod authorized;
+mod certificates;
 mod claims;
 mod client_hello;
 pub mod command;
@@ -25,6 +27,10 @@ mod timers;
 mod visitors;
 
 pub use action::{Action, OutputStream, Reply};
+pub use authorized::{KeyList, Revoked};
+pub use certificates::{
+    certificate_login, CertificateKind, CertificateLogin, CertificateRefusal, UserCertificate,
+};
 pub use client_hello::{read_client_hello, ClientHello, ClientHelloReader, MAX_CLIENT_HELLO_BYTES};
 pub use config::{GatewayConfig, KeyQuota, Limits, Startups};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};

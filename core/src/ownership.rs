@@ -120,6 +120,13 @@ impl Ownership {
         self.holders.contains_key(address)
     }
 
+    /// Whether `address` is held by a reservation (not by a live endpoint).
+    pub(crate) fn is_reserved(&self, address: &Address) -> bool {
+        self.holders
+            .get(address)
+            .is_some_and(|h| matches!(h.holding, Holding::Reserved { .. }))
+    }
+
     /// The reserved address a reconnecting forward gets back, if any.
     pub(crate) fn reserved_for(&self, key: &ReconnectKey) -> Option<&Address> {
         let address = self.reconnects.get(key)?;

@@ -59,7 +59,11 @@ fn what_cannot_be_honoured_is_refused() {
         err("command=\"tcp\""),
         @r#"option command="tcp" is not enforced by this server; remove it or the line"#
     );
-    assert!(err("cert-authority").contains("cert-authority"));
+    insta::assert_snapshot!(
+        err("principals=\"alice\""),
+        @"principals= applies only to a cert-authority line; add cert-authority or remove it"
+    );
+    assert!(err("cert-authority,principals=\"a,,b\"").contains("comma-separated"));
     assert!(err("from=\"*.example.com\"").contains("names a host"));
     assert!(err("expiry-time=20270101").contains("UTC"));
     assert!(err("permitlisten=\"app:http\"").contains("[NAME:]PORT"));

@@ -313,6 +313,9 @@ impl<N: Net> Driver<N> {
         for action in actions {
             match action {
                 Action::Auth { conn, accepted } => answers.auths.push((conn, accepted)),
+                Action::CertificateRefused { conn, reason } => {
+                    tracing::warn!(%conn, "certificate login refused: {reason}");
+                }
                 Action::SessionAnswer { conn, accepted } => {
                     answers.sessions.push((conn, accepted));
                 }

@@ -164,7 +164,7 @@ impl AuthorizedKey {
         &self.fingerprint
     }
 
-    /// The options field before the key type, verbatim; empty if none. [`AuthorizedKeys::rules`]
+    /// The options field before the key type, verbatim; empty if none. [`AuthorizedKeys::key_list`]
     /// turns them into what the core enforces.
     pub fn options(&self) -> &str {
         &self.options
@@ -231,7 +231,7 @@ impl AuthorizedKeys {
 /// Reads an OpenSSH `authorized_keys` file (sshd(8), "AUTHORIZED_KEYS FILE FORMAT").
 ///
 /// Blank lines and lines starting with `#` are skipped. Options before the key type are kept
-/// verbatim; [`AuthorizedKeys::rules`] reads them. Any malformed line fails the whole file, naming the line, so a typo never
+/// verbatim; [`AuthorizedKeys::key_list`] reads them. Any malformed line fails the whole file, naming the line, so a typo never
 /// silently locks a key out.
 pub fn load_authorized_keys(path: &Path) -> Result<AuthorizedKeys, KeyError> {
     let text = fs::read_to_string(path).map_err(|source| KeyError::ReadAuthorizedKeys {
@@ -242,18 +242,15 @@ pub fn load_authorized_keys(path: &Path) -> Result<AuthorizedKeys, KeyError> {
 }
 
 impl AuthorizedKeys {
-    /// The rules each key's options set (the core enforces them), read now: `expiry-time`
-    /// becomes a deadline on the monotonic clock. An option the server cannot honour is an
-    /// error naming the line: a key is never let in with fewer restrictions than its line asks.
-    pub fn rules(
-        &self,
-        path: &Path,
-    ) -> Result<Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyRules)>, KeyError> {
+    /// The list the core enforces: each key with the rules of its options, read now
+    /// (`expiry-time` becomes a deadline on the monotonic clock). An option the server cannot
+    /// honour is an error naming the line: a key is never let in with fewer restrictions than
+    /// its line asks.
+    pub fn key_list(&self, path: &Path) -> Result<tunnel_core::KeyList, KeyError> {
         let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
         self.entries()
             .iter()
-            .filter(|k| !k.options().is_empty())
-            .map(|k| {
+            .try_fold(tunnel_core::KeyList::new(), |list, k| {
                 let rules = tunnel_core::KeyRules::from_options(k.options(), now, wall).map_err(
                     |problem| KeyError::KeyOptions {
                         path: path.to_owned(),
@@ -261,9 +258,35 @@ impl AuthorizedKeys {
                         problem,
                     },
                 )?;
-                Ok((tunnel_core::KeyFingerprint::new(k.fingerprint()), rules))
+                Ok(list.with_key(tunnel_core::KeyFingerprint::new(k.fingerprint()), rules))
             })
-            .collect()
+    }
+}
+
+/// What the core needs to know of a certificate the SSH stack has verified (signature and
+/// validity window): its signer's fingerprint, type, key id, principals, critical options and
+/// extension names. Reads it; decides nothing.
+pub fn certificate_facts(certificate: &ssh_key::Certificate) -> tunnel_core::UserCertificate {
+    tunnel_core::UserCertificate {
+        authority: tunnel_core::KeyFingerprint::new(
+            certificate
+                .signature_key()
+                .fingerprint(HashAlg::Sha256)
+                .to_string(),
+        ),
+        kind: if certificate.cert_type().is_host() {
+            tunnel_core::CertificateKind::Host
+        } else {
+            tunnel_core::CertificateKind::User
+        },
+        key_id: certificate.key_id().to_owned(),
+        principals: certificate.valid_principals().to_vec(),
+        critical_options: certificate
+            .critical_options()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        extensions: certificate.extensions().keys().cloned().collect(),
     }
 }
 
@@ -556,6 +579,79 @@ mod options_tests {
     use super::*;
 
     #[test]
+    fn certificate_facts_are_read_as_ssh_keygen_wrote_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keygen = |args: &[&str]| {
+            let out = std::process::Command::new("/usr/bin/ssh-keygen")
+                .current_dir(dir.path())
+                .args(args)
+                .output()
+                .expect("ssh-keygen runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "ca"]);
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", "user"]);
+        keygen(&[
+            "-q",
+            "-s",
+            "ca",
+            "-I",
+            "alice-laptop",
+            "-n",
+            "alice,ops",
+            "-O",
+            "clear",
+            "-O",
+            "permit-port-forwarding",
+            "-O",
+            "source-address=10.0.0.0/8",
+            "user.pub",
+        ]);
+        let text = fs::read_to_string(dir.path().join("user-cert.pub")).expect("cert written");
+        let cert = ssh_key::Certificate::from_openssh(text.trim()).expect("parses");
+        let facts = certificate_facts(&cert);
+        let ca = fs::read_to_string(dir.path().join("ca.pub")).expect("ca");
+        let ca = PublicKey::from_openssh(ca.trim()).expect("ca parses");
+        assert_eq!(facts.authority.as_str(), fingerprint(&ca));
+        assert_eq!(facts.kind, tunnel_core::CertificateKind::User);
+        assert_eq!(facts.key_id, "alice-laptop");
+        assert_eq!(facts.principals, ["alice", "ops"]);
+        assert_eq!(
+            facts
+                .critical_options
+                .get("source-address")
+                .map(String::as_str),
+            Some("10.0.0.0/8")
+        );
+        assert_eq!(
+            facts.extensions.iter().collect::<Vec<_>>(),
+            ["permit-port-forwarding"]
+        );
+    }
+
+    #[test]
+    fn cert_authority_lines_list_authorities() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("authorized_keys");
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMEICXeWewDgAbPNBTmpWFH/TvvV7LMTDrBszq+m2ASn";
+        fs::write(
+            &path,
+            format!("cert-authority,principals=\"alice\" {key} team ca\n"),
+        )
+        .expect("write");
+        let list = load_authorized_keys(&path)
+            .and_then(|keys| keys.key_list(&path))
+            .expect("cert-authority is honoured");
+        assert_eq!(list.keys().count(), 0, "a CA's key is no login key");
+        assert_eq!(list.authorities().count(), 1);
+    }
+
+    #[test]
     fn options_are_honoured_or_refuse_to_load_naming_the_line() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("authorized_keys");
@@ -567,15 +663,20 @@ mod options_tests {
         )
         .expect("write");
         let keys = load_authorized_keys(&path).expect("parses");
-        let rules = keys.rules(&path).expect("from= and restrict are honoured");
-        assert_eq!(rules.len(), 1);
+        let list = keys
+            .key_list(&path)
+            .expect("from= and restrict are honoured");
+        assert_eq!(list.len(), 1);
+        assert!(list
+            .keys()
+            .all(|(_, rules)| !rules.permits_forward("app", 80)));
         fs::write(
             &path,
             format!("{key} plain\ncommand=\"tcp\" {key} forced\n"),
         )
         .expect("write");
         let keys = load_authorized_keys(&path).expect("parses");
-        let error = keys.rules(&path).expect_err("never ignored").to_string();
+        let error = keys.key_list(&path).expect_err("never ignored").to_string();
         assert!(
             error.contains(":2: option command=\"tcp\" is not enforced"),
             "{error}"

@@ -13,6 +13,7 @@ pub mod http;
 pub mod http_headers;
 pub mod https;
 pub mod idle;
+pub mod key_watch;
 pub mod keys;
 pub mod killable;
 pub mod listeners;

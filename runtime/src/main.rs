@@ -101,6 +101,16 @@ async fn run(config: ServerConfig, inherited: Inherited) -> anyhow::Result<()> {
     )
     .await
     .context("starting the server")?;
+    if let Some(reload) = running.reload_keys.clone() {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: re-reading the authorized keys file");
+                reload.notify_one();
+            }
+        });
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     tokio::select! {

@@ -1,7 +1,6 @@
 //! Assembles a running server from its configuration: listeners, the core, the SSH front door.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -14,7 +13,7 @@ use rand_core::RngCore;
 use russh::keys::PrivateKey;
 use russh::{cipher, Preferred};
 use tokio::task::AbortHandle;
-use tunnel_core::{Gateway, GatewayConfig, KeyFingerprint, Limits};
+use tunnel_core::{Gateway, GatewayConfig, Limits};
 
 use crate::config::ServerConfig;
 use crate::driver::{Driver, DriverSettings};
@@ -63,6 +62,9 @@ pub struct Running<N: Net> {
     pub http_addr: SocketAddr,
     /// The HTTPS listener.
     pub https_addr: SocketAddr,
+    /// With `--authorized-keys`: notify it to re-read the file at once (SIGHUP); the file is
+    /// also re-read by itself when it changes.
+    pub reload_keys: Option<Arc<tokio::sync::Notify>>,
     state_dir: PathBuf,
     /// The accept loops of the ssh, http and https listeners.
     accepting: Vec<AbortHandle>,
@@ -155,11 +157,14 @@ pub async fn start_inheriting<N: Net>(
     );
 
     let host_key_fingerprint = crate::keys::fingerprint(host_key.public_key());
-    let authorized_keys = authorized.map(|keys| {
-        keys.fingerprints()
-            .map(KeyFingerprint::new)
-            .collect::<BTreeSet<_>>()
-    });
+    // Only a path names the file in errors; a caller may hand in keys read from elsewhere.
+    let keys_path = config
+        .authorized_keys
+        .clone()
+        .unwrap_or_else(|| "authorized_keys".into());
+    let key_list = authorized
+        .map(|keys| keys.key_list(&keys_path))
+        .transpose()?;
     let limits = Limits::default()
         .with_endpoints_per_connection(config.max_endpoints_per_connection)
         .with_connections_per_key(config.max_connections_per_key)
@@ -174,20 +179,16 @@ pub async fn start_inheriting<N: Net>(
         .with_tcp_ports(config.tcp_ports.clone())
         .with_name_grace(config.name_grace)
         .with_auth_timeout(config.auth_timeout)
-        .with_authorized_keys(authorized_keys)
         .with_limits(limits)
         .with_spill_limits(config.spill)
         .with_home(ssh_addr.port(), host_key_fingerprint);
     let core = config.key_quotas.iter().fold(core, |core, (key, quota)| {
         core.with_key_quota(key.clone(), *quota)
     });
-    let key_rules = match (authorized, &config.authorized_keys) {
-        (Some(keys), Some(path)) => keys.rules(path)?,
-        _ => Vec::new(),
+    let core = match key_list {
+        Some(list) => core.with_key_list(list),
+        None => core.with_authorized_keys(None),
     };
-    let core = key_rules
-        .into_iter()
-        .fold(core, |core, (key, rules)| core.with_key_rules(key, rules));
     prepare_spill_dir(config)?;
     let settings = DriverSettings {
         tcp_bind_ip: ssh_addr.ip(),
@@ -204,6 +205,16 @@ pub async fn start_inheriting<N: Net>(
     let driver = Driver::new(gateway, net, settings);
 
     tokio::spawn(Arc::clone(&driver).run_timers());
+    let reload_keys = config.authorized_keys.as_ref().map(|path| {
+        let reload = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(crate::key_watch::watch(
+            Arc::clone(&driver),
+            path.clone(),
+            config.authorized_keys_poll,
+            Arc::clone(&reload),
+        ));
+        reload
+    });
     tokio::spawn(crate::holdings_file::keep(
         Arc::clone(&driver),
         config.state_dir.clone(),
@@ -225,6 +236,7 @@ pub async fn start_inheriting<N: Net>(
         ssh_addr,
         http_addr,
         https_addr,
+        reload_keys,
     })
 }
 

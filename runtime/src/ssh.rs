@@ -11,7 +11,7 @@ use tunnel_core::{ConnId, Input, KeyFingerprint, Reply, RequestId};
 
 use crate::accept::{accept, AcceptBackoff};
 use crate::driver::Driver;
-use crate::keys::fingerprint;
+use crate::keys::{certificate_facts, fingerprint};
 use crate::killable::{KillSwitch, Killable};
 use crate::net::{Accepted, Net};
 use crate::read_buffer::ReadBuffered;
@@ -160,6 +160,26 @@ impl<N: Net> Handler for SshHandler<N> {
             conn: self.conn,
             user: user.to_owned(),
             key: KeyFingerprint::new(fingerprint(key.public_key)),
+        };
+        Ok(if self.driver.submit(input).await.auth(self.conn) {
+            self.authenticated.store(true, Ordering::Relaxed);
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        // russh has verified the signature, the validity window and the client's proof of the
+        // certificate's key; the core decides the rest.
+        let input = Input::CertificateAuthRequested {
+            conn: self.conn,
+            user: user.to_owned(),
+            certificate: certificate_facts(certificate),
         };
         Ok(if self.driver.submit(input).await.auth(self.conn) {
             self.authenticated.store(true, Ordering::Relaxed);

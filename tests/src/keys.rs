@@ -42,6 +42,27 @@ impl Key {
         &self.private
     }
 
+    /// Signs `user`'s public key as this CA (`ssh-keygen -s CA -I KEY_ID ARGS... user.pub`),
+    /// writing `id-cert.pub` beside the user's key, where `ssh -i` finds it.
+    pub fn sign(&self, user: &Key, key_id: &str, args: &[&str]) {
+        let output = Command::new(SSH_KEYGEN)
+            .arg("-q")
+            .arg("-s")
+            .arg(&self.private)
+            .args(["-I", key_id])
+            .args(args)
+            .arg(user.private.with_extension("pub"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh-keygen");
+        assert!(
+            output.status.success(),
+            "ssh-keygen -s failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// The public key line (`ssh-ed25519 AAAA... comment`), as an authorized_keys file holds it.
     pub fn public_line(&self) -> String {
         let text = std::fs::read_to_string(self.private.with_extension("pub"))

@@ -385,6 +385,15 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends the server SIGHUP (`kill -HUP PID`), as an operator asks it to re-read its files.
+    pub fn hang_up(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed: {status}");
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tunnel_core::{
-    Action, Address, ConnId, EndpointId, Gateway, GatewayConfig, Input, KeyFingerprint, Limits,
-    OutputStream, Reply, RequestId, Route, CLOSED_BY_SERVER,
+    Action, Address, CertificateRefusal, ConnId, EndpointId, Gateway, GatewayConfig, Input,
+    KeyFingerprint, KeyList, Limits, OutputStream, Reply, RequestId, Route, UserCertificate,
+    CLOSED_BY_SERVER,
 };
 
 /// Domain and public ports of the contract's dev server.
@@ -81,6 +82,12 @@ impl HarnessBuilder {
 
     pub fn configure_quota(mut self, key: KeyFingerprint, quota: tunnel_core::KeyQuota) -> Self {
         self.config = self.config.with_key_quota(key, quota);
+        self
+    }
+
+    /// The list an `authorized_keys` file gives, certificate authorities included.
+    pub fn key_list(mut self, list: KeyList) -> Self {
+        self.config = self.config.with_key_list(list);
         self
     }
 
@@ -165,6 +172,8 @@ pub struct Session {
     pub closed_by_server: bool,
     /// The disconnect message the server closed with.
     pub disconnect_message: Option<String>,
+    /// Why certificate logins were refused, as the server log shows it.
+    pub certificate_refusals: Vec<CertificateRefusal>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,6 +304,36 @@ impl Harness {
             let s = self.session_mut(conn);
             if s.authenticated_at.is_none() {
                 s.key = Some(key(key_name));
+                s.authenticated_at = Some(now);
+            }
+        }
+        accepted
+    }
+
+    /// Public-key auth as `user` with a certificate; true if the gateway accepted it.
+    pub fn auth_certificate(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        certificate: UserCertificate,
+    ) -> bool {
+        let before = self.log.len();
+        self.feed(Input::CertificateAuthRequested {
+            conn,
+            user: user.to_owned(),
+            certificate,
+        });
+        let answer = self.log[before..].iter().find_map(|a| match a {
+            Action::Auth { conn: c, accepted } if *c == conn => Some(*accepted),
+            _ => None,
+        });
+        let accepted = answer.expect("every auth request is answered");
+        if accepted {
+            let now = self.now;
+            let identity = self.gw.identity(conn).cloned();
+            let s = self.session_mut(conn);
+            if s.authenticated_at.is_none() {
+                s.key = identity;
                 s.authenticated_at = Some(now);
             }
         }
@@ -761,6 +800,11 @@ impl Harness {
                 self.session_mut(*conn).auth_answer = Some(*accepted);
             }
             Action::SessionAnswer { .. } => {}
+            Action::CertificateRefused { conn, reason } => {
+                self.session_mut(*conn)
+                    .certificate_refusals
+                    .push(reason.clone());
+            }
             Action::Reply {
                 conn,
                 request,

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub host_key: PathBuf,
     /// `None` is only possible when `ssh_addr` is loopback: then any key is accepted.
     pub authorized_keys: Option<PathBuf>,
+    /// How often `authorized_keys` is checked for changes; `None` only on SIGHUP.
+    pub authorized_keys_poll: Option<Duration>,
     /// How long names stay reserved for their key after its connection ends; zero turns
     /// reservation off.
     pub name_grace: Duration,
@@ -153,6 +155,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
             .unwrap_or_else(|| s.state_dir.join(HOST_KEY_FILE)),
         state_dir: s.state_dir,
         authorized_keys: s.authorized_keys,
+        authorized_keys_poll: Some(s.authorized_keys_poll).filter(|every| !every.is_zero()),
         name_grace: s.name_grace,
         tls,
         keepalive_interval: Some(s.keepalive_interval).filter(|interval| !interval.is_zero()),

@@ -61,6 +61,9 @@ pub(super) struct Settings {
     /// OpenSSH authorized_keys file; required unless --ssh-addr is loopback [default: accept any key]
     #[arg(long, value_name = "PATH", value_parser = Rule(values::path))]
     pub authorized_keys: Option<PathBuf>,
+    /// How often the authorized_keys file is checked for changes; 0 re-reads it only on SIGHUP [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = Rule(values::duration))]
+    pub authorized_keys_poll: Duration,
     /// How long a name stays reserved for its key after disconnect; 0 turns it off [default: 10m]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::duration))]
     pub name_grace: Duration,
@@ -156,6 +159,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("domain", "localhost"),
     ("tcp-ports", "20000-20999"),
     ("state-dir", "./tunnel-state"),
+    ("authorized-keys-poll", "1s"),
     ("name-grace", "10m"),
     ("keepalive-interval", "15s"),
     ("keepalive-max", "3"),

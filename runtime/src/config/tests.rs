@@ -40,6 +40,7 @@ fn defaults_with_no_args() {
             state_dir: PathBuf::from("./tunnel-state"),
             host_key: PathBuf::from("./tunnel-state/host_key"),
             authorized_keys: None,
+            authorized_keys_poll: Some(Duration::from_secs(1)),
             name_grace: Duration::from_secs(600),
             tls: None,
             keepalive_interval: Some(Duration::from_secs(15)),
@@ -232,6 +233,7 @@ fn file_accepts_every_flag_name() {
         state-dir = "st"
         host-key = "hk"
         authorized-keys = "ak"
+        authorized-keys-poll = 0
         name-grace = "1h30m"
         tls-cert = "c"
         tls-key = "k"
@@ -242,6 +244,7 @@ fn file_accepts_every_flag_name() {
         tls-hello-timeout = 3
         channel-open-timeout = "250ms"
         close-grace = "1s"
+        shutdown-grace = 0
         max-endpoints-per-connection = 2
         max-connections-per-key = 3
         max-unauthenticated-per-ip = 4
@@ -264,14 +267,16 @@ fn file_accepts_every_flag_name() {
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        35,
+        37,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
     assert_eq!(c.host_key, PathBuf::from("hk"));
     assert_eq!(c.name_grace, Duration::from_secs(5400));
+    assert_eq!(c.authorized_keys_poll, None, "0 polls never");
     assert_eq!(c.keepalive_interval, Some(Duration::from_millis(500)));
     assert_eq!(c.auth_timeout, Duration::from_secs(5));
+    assert_eq!(c.shutdown_grace, Duration::ZERO, "0 closes at once");
     assert_eq!(
         (
             c.http_header_timeout,

@@ -343,6 +343,13 @@ impl Gateway {
         now: Instant,
         saved: impl IntoIterator<Item = SavedHolding>,
     ) -> Vec<(SavedHolding, RestoreSkipped)> {
+        // A key taken out of authorized_keys while the server was down keeps nothing.
+        let (listed, unlisted): (Vec<_>, Vec<_>) =
+            saved.into_iter().partition(|s| self.is_listed(&s.owner));
+        let mut skipped: Vec<_> = unlisted
+            .into_iter()
+            .map(|s| (s, RestoreSkipped::Unlisted))
+            .collect();
         let mut fx = Effects {
             now,
             config: &self.config,
@@ -352,16 +359,13 @@ impl Gateway {
             lines: Vec::new(),
             taken_over: Vec::new(),
         };
-        saved
-            .into_iter()
-            .filter_map(|s| {
-                let kept = s.clone();
-                self.forwards
-                    .restore(&mut fx, s)
-                    .err()
-                    .map(|why| (kept, why))
-            })
-            .collect()
+        for s in listed {
+            let kept = s.clone();
+            if let Err(why) = self.forwards.restore(&mut fx, s) {
+                skipped.push((kept, why));
+            }
+        }
+        skipped
     }
 
     /// The identity an authenticated connection owns names as: its key's fingerprint, or for

@@ -69,6 +69,9 @@ pub enum RestoreSkipped {
     /// A tcp port outside this server's range (the range changed).
     #[error("the port is outside this server's tcp range")]
     OutOfRange,
+    /// Its key is no longer in authorized_keys (nor a certificate identity a listed CA admits).
+    #[error("its key is no longer authorized")]
+    Unlisted,
     /// Someone holds it already (the list named it twice).
     #[error("it is held already")]
     Held,

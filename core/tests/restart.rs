@@ -262,3 +262,22 @@ fn without_a_grace_the_stop_line_promises_nothing() {
     assert_eq!(h.gw.reservation_count(), 0);
     h.assert_no_leaks();
 }
+
+#[test]
+fn a_key_removed_from_authorized_keys_while_the_server_was_down_gets_nothing_back() {
+    let mut before = Harness::builder()
+        .authorized_keys(&["alice", "bob"])
+        .build();
+    before.tunnel("alice", &[("app", 80)], "http");
+    before.tunnel("bob", &[("web", 80)], "http");
+    let saved = before.gw.saved_holdings(before.now);
+
+    let mut after = Harness::builder().authorized_keys(&["alice"]).build();
+    let now = after.now;
+    let skipped = after.gw.restore(now, saved);
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].0.owner, key("bob"));
+    assert_eq!(skipped[0].1, RestoreSkipped::Unlisted);
+    assert_eq!(after.gw.reservation_count(), 1, "alice's app.localhost");
+    after.assert_no_leaks();
+}

@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 
-ATTACKER_IP = "127.0.0.2"  # loopback is all of 127/8: a source of its own for per-source rules
 LEGIT_IP = "127.0.0.1"
 
 
@@ -111,11 +110,14 @@ def client_hello(name):
 
 
 class Attack:
-    """N connections from ATTACKER_IP, each doing `kind`'s thing until told to stop. Counts how
+    """N connections from 127.0.0.2 (or spread over `sources` addresses from it on), each doing `kind`'s thing until told to stop. Counts how
     many got connected, and how many the server closed before the end."""
 
-    def __init__(self, kind, port, n, host, interval):
+    def __init__(self, kind, port, n, host, interval, sources):
         self.kind, self.port, self.n, self.host, self.interval = kind, port, n, host, interval
+        # 127.0.0.2, 127.0.0.3, ...: connection i comes from the (i mod sources)-th.
+        self.sources = ["127.0.0.%d" % (2 + i) for i in range(sources)]
+        self.started = 0
         self.connected = 0
         self.closed_by_server = 0
         self.failed = 0
@@ -123,7 +125,7 @@ class Attack:
 
     def first_bytes(self):
         host = self.host.encode()
-        if self.kind in ("silent", "fds"):
+        if self.kind in ("none", "silent", "fds"):
             return b""
         if self.kind == "tls":
             return client_hello(self.host)
@@ -144,11 +146,13 @@ class Attack:
         return self.kind in ("slowloris", "body")
 
     async def one(self, gate):
+        source = self.sources[self.started % len(self.sources)]
+        self.started += 1
         try:
             async with gate:  # at most so many connects under way at once
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection("127.0.0.1", self.port,
-                                            local_addr=(ATTACKER_IP, 0)), 10)
+                                            local_addr=(source, 0)), 10)
         except (OSError, asyncio.TimeoutError):
             self.failed += 1
             return
@@ -197,7 +201,7 @@ class Attack:
 
 def attacker(args):
     """attacker KIND PORT N HOST INTERVAL MAX_SECONDS: opens N connections (at most 100 connects
-    under way at once), prints 'up CONNECTED' once all were tried, holds until SIGTERM or
+    under way at once; from 127.0.0.2, or spread over ATTACK_SOURCES addresses from it on), prints 'up CONNECTED' once all were tried, holds until SIGTERM or
     MAX_SECONDS, then closes everything and prints 'end CONNECTED CLOSED_BY_SERVER FAILED'."""
     # Dies with the phase that started it, whatever happens to that one.
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -206,7 +210,7 @@ def attacker(args):
                                                   float(args[4]), float(args[5]))
 
     async def main():
-        attack = Attack(kind, port, n, host, interval)
+        attack = Attack(kind, port, n, host, interval, int(os.environ.get("ATTACK_SOURCES", "1")))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, attack.stop.set)
         gate = asyncio.Semaphore(100)
@@ -221,7 +225,8 @@ def attacker(args):
             await asyncio.wait_for(attack.stop.wait(), max(0.0, started + max_seconds - time.monotonic()))
         except asyncio.TimeoutError:
             attack.stop.set()
-        await asyncio.wait(tasks, timeout=10)
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
         print("end %d %d %d" % (attack.connected, attack.closed_by_server, attack.failed),
               flush=True)
 
@@ -393,7 +398,7 @@ def phase(args):
     tcp_times = [t for t, _ in tcp_results]
     all_times = http_times + tcp_times
     print(json.dumps({
-        "kind": kind, "n": n, "up": up, "ramp_s": round(ramp, 2), "held_at_end": held,
+        "kind": kind, "n": n, "sources": int(os.environ.get("ATTACK_SOURCES", "1")), "up": up, "ramp_s": round(ramp, 2), "held_at_end": held,
         "closed_by_server": closed, "connect_failed": failed,
         "http_n": len(http_results), "http_ok": sum(1 for _, ok in http_results if ok),
         "tcp_n": len(tcp_results), "tcp_ok": sum(1 for _, ok in tcp_results if ok),
@@ -411,6 +416,7 @@ def phase(args):
 # --- the table ---------------------------------------------------------------------------------
 
 TITLES = {
+    "none": "none (legitimate visitors alone, the baseline)",
     "silent": "silent plain connections",
     "tls": "silent TLS after a ClientHello",
     "slowloris": "slowloris head (a byte a second)",
@@ -449,6 +455,8 @@ def table(args):
         label = TITLES.get(r["kind"], r["kind"])
         if r["kind"] == "fds" and r.get("fd_limit"):
             label += ", ulimit -n %s" % r["fd_limit"]
+        if r.get("sources", 1) > 1 and r["n"] > 0:
+            label += ", from %d addresses" % r["sources"]
         mib = lambda kb: "%.1f" % (kb / 1024)
         rows_txt = "| %s | %s / %s of %d | %d/%d, %d/%d | %.1f / %.1f | %.2f | %d / %d / %d | %s / %s / %s | %.1f | %s |" % (
             label, r["up"], "n/a" if r["held_at_end"] is None else r["held_at_end"], r["n"],

@@ -11,6 +11,7 @@
 #   ONLY=ssh,fds bash bench/hostile.sh          # some of them
 #
 # Attacks (ONLY takes a comma list of their names):
+#   none       no attacker: the legitimate visitors alone (the baseline row)
 #   silent     SILENT_N (1000) TCP connections to the http listener that send nothing
 #   tls        TLS_N (500) connections to the https listener: a ClientHello for the tunnel's name,
 #              then nothing
@@ -24,7 +25,8 @@
 #   hold       HOLD_N (1100) concurrent GETs through the http tunnel whose responses never finish
 #              (the local service sends the head and 1 KiB of a 1 GB body, then holds)
 #
-# Other settings (environment): DURATION (seconds of legitimate traffic per attack, at most 30,
+# Other settings (environment): ATTACK_SOURCES (spread each attack over this many addresses,
+# 127.0.0.2 on, default 1: the per-source rules see one source), DURATION (seconds of legitimate traffic per attack, at most 30,
 # default 10), LEGIT_MS (one http request every LEGIT_MS ms and one tcp-tunnel request every
 # 2 x LEGIT_MS, default 20), SETTLE (at most this many seconds for the server's fds to come back
 # to idle after an attack, default 30), RSS_SETTLE (then at most this many for its RSS to come
@@ -50,7 +52,8 @@ TRICKLE_S=${TRICKLE_S:-1}
 SILENT_N=${SILENT_N:-1000} TLS_N=${TLS_N:-500} SLOWLORIS_N=${SLOWLORIS_N:-500}
 BODY_N=${BODY_N:-300} H2_N=${H2_N:-500} SSH_N=${SSH_N:-1000} FDS_N=${FDS_N:-400}
 FDS_LIMIT=${FDS_LIMIT:-256} HOLD_N=${HOLD_N:-1100}
-ONLY=${ONLY:-silent,tls,slowloris,body,h2,ssh,fds,hold}
+ONLY=${ONLY:-none,silent,tls,slowloris,body,h2,ssh,hold,fds}
+export ATTACK_SOURCES=${ATTACK_SOURCES:-1}
 OUT=${OUT:-$BENCH_DIR/hostile-results.md}
 attack() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -162,6 +165,7 @@ run_phase() {
 start_server main
 for kind in ${ONLY//,/ }; do
     case $kind in
+        none) run_phase none "$TS_HTTP" 0 ;;
         silent) run_phase silent "$TS_HTTP" "$SILENT_N" ;;
         tls) run_phase tls "$TS_HTTPS" "$TLS_N" ;;
         slowloris) run_phase slowloris "$TS_HTTP" "$SLOWLORIS_N" ;;
@@ -170,7 +174,7 @@ for kind in ${ONLY//,/ }; do
         ssh) run_phase ssh "$TS_SSH" "$SSH_N" ;;
         hold) run_phase hold "$TS_HTTP" "$HOLD_N" ;;
         fds) ;;
-        *) log "unknown attack $kind (silent,tls,slowloris,body,h2,ssh,fds,hold)"; exit 2 ;;
+        *) log "unknown attack $kind (none,silent,tls,slowloris,body,h2,ssh,fds,hold)"; exit 2 ;;
     esac
 done
 if attack fds; then
@@ -186,8 +190,8 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- runtime core 2>/dev/null | head -c1
 HEADER="## $(date -u '+%Y-%m-%d %H:%M UTC'), tunnel $COMMIT${DIRTY:+ (with uncommitted changes)}
 
 - machine: $(nproc) cores, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)
-- command: \`ONLY=$ONLY DURATION=$DURATION bash bench/hostile.sh\`
-- each attack from 127.0.0.2; legitimate visitors from 127.0.0.1: an http request every
+- command: \`ONLY=$ONLY DURATION=$DURATION ATTACK_SOURCES=$ATTACK_SOURCES bash bench/hostile.sh\`
+- each attack from 127.0.0.2 (with ATTACK_SOURCES > 1, spread from there on); legitimate visitors from 127.0.0.1: an http request every
   $LEGIT_MS ms and a tcp-tunnel request every $((2 * LEGIT_MS)) ms (each a new connection,
   \`Connection: close\`, failed past 5 s) for $DURATION s once the attacker is up
 - targets: every legitimate request ok, p99 under 100 ms, fds back to idle (polled, at most

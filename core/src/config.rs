@@ -282,6 +282,7 @@ pub struct Limits {
     startups: Startups,
     visitors_per_source: usize,
     visitors_total: usize,
+    visitor_connections_per_source: usize,
 }
 
 /// Random early drop of new connections while many are not authenticated yet, as OpenSSH's
@@ -327,9 +328,10 @@ pub struct KeyQuota {
 impl Default for Limits {
     /// 64 endpoints per connection, 1024 connections per key, 64 unauthenticated connections
     /// per IP, 32 lines queued before the session opens, 8 ports tried per tcp endpoint, 1024
-    /// visitors per endpoint (128 of them from one source), 16384 on the whole server, 64 names
-    /// and 16 tcp ports per key, random early drop of new
-    /// connections from 100 unauthenticated ones (30%) to 1000 (all).
+    /// visitors per endpoint (128 of them from one source), 16384 on the whole server, 128
+    /// connections to the http and https listeners from one source, 64 names and 16 tcp ports
+    /// per key, random early drop of new connections from 100 unauthenticated ones (30%) to
+    /// 1000 (all).
     fn default() -> Self {
         Self {
             endpoints_per_connection: 64,
@@ -347,6 +349,7 @@ impl Default for Limits {
             },
             visitors_per_source: 128,
             visitors_total: 16384,
+            visitor_connections_per_source: 128,
         }
     }
 }
@@ -367,6 +370,12 @@ macro_rules! limit {
 }
 
 impl Limits {
+    /// Whether one more connection to the http or https listeners is let in from a source that
+    /// holds `open` there already ([`visitor_connections_per_source`](Self::visitor_connections_per_source)).
+    pub fn admits_visitor_connection(&self, open: usize) -> bool {
+        open < self.visitor_connections_per_source
+    }
+
     /// Random early drop of new connections while many are unauthenticated.
     pub fn startups(&self) -> Startups {
         self.startups
@@ -429,6 +438,18 @@ impl Limits {
         with_visitors_total
     );
     limit!(
+        /// Connections to the http and https listeners one source (an IPv4 address, an IPv6
+        /// /64) may hold open at once, whatever they are doing (silent, mid-head, between
+        /// requests, streaming); one more is closed as soon as it is accepted. The request
+        /// limits count requests in flight, so without this a source's silent or finished
+        /// connections would be bounded only by their timeouts, and could take every file
+        /// descriptor the server has. As many as its share of one endpoint
+        /// ([`visitors_per_source`](Self::visitors_per_source)) by default, so a source can
+        /// still fill its share with HTTP/1.1 requests.
+        visitor_connections_per_source,
+        with_visitor_connections_per_source
+    );
+    limit!(
         /// Tcp ports one key may hold, live or reserved for its reconnects; one more is refused
         /// naming the quota. Keeps one key from taking the whole range.
         tcp_ports_per_key,
@@ -439,6 +460,16 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_holds_up_to_its_visitor_connections() {
+        let limits = Limits::default().with_visitor_connections_per_source(2);
+        assert!(limits.admits_visitor_connection(0));
+        assert!(limits.admits_visitor_connection(1));
+        assert!(!limits.admits_visitor_connection(2));
+        assert!(Limits::default().admits_visitor_connection(127));
+        assert!(!Limits::default().admits_visitor_connection(128));
+    }
 
     #[test]
     fn random_early_drop_rises_from_rate_to_all() {

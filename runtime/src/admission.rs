@@ -6,6 +6,8 @@
 //! channel to the user's local service for as long as it lives (on the http and the https
 //! listener alike: a request in flight, its body streaming, an upgraded stream, the channel a
 //! connection keeps between requests; see `http.rs`), tcp and tls endpoints each connection.
+//! Before any of that, every connection to the http and https listeners counts against its
+//! source ([`Limits::admits_visitor_connection`]) for as long as it is open.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use russh::server::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tunnel_core::{visitor_source, EndpointId, Entrance, Gateway, Route, VisitorRefusal};
+use tunnel_core::{visitor_source, EndpointId, Entrance, Gateway, Limits, Route, VisitorRefusal};
 
 use crate::driver::{ConnectionGone, Driver, State};
 use crate::net::Net;
@@ -44,6 +46,63 @@ impl VisitorLimits {
     /// Visitors already in keep their permits; the semaphore goes with the last of them.
     pub(crate) fn route_removed(&mut self, endpoint: EndpointId) {
         self.0.remove(&endpoint);
+    }
+}
+
+/// Open connections to the http and https listeners, per source.
+#[derive(Debug)]
+pub(crate) struct SourceConnections {
+    limits: Limits,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Counts one connection against its source for as long as it is held.
+#[derive(Debug)]
+pub(crate) struct SourceSlot {
+    source: IpAddr,
+    counts: Arc<SourceConnections>,
+}
+
+impl SourceConnections {
+    pub(crate) fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for a connection just accepted from `peer`, unless its source holds as many as
+    /// the core lets it; then the caller closes the connection.
+    pub(crate) fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<SourceSlot> {
+        let source = visitor_source(peer);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.get(&source).copied().unwrap_or(0);
+        if !self.limits.admits_visitor_connection(n) {
+            return None;
+        }
+        open.insert(source, n + 1);
+        Some(SourceSlot {
+            source,
+            counts: Arc::clone(self),
+        })
+    }
+
+    #[cfg(test)]
+    fn open_from(&self, source: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&source).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -200,5 +259,41 @@ impl<L> State<L> {
             count: Arc::clone(count),
             server: Arc::clone(&self.visitors_on_server),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_holds_its_own_connections_until_they_close() {
+        let counts =
+            SourceConnections::new(Limits::default().with_visitor_connections_per_source(2));
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let b: IpAddr = "127.0.0.1".parse().expect("ip");
+        let first = counts.enter(a).expect("the first from a");
+        let _second = counts.enter(a).expect("the second from a");
+        assert!(counts.enter(a).is_none(), "a third from a is refused");
+        let _other = counts.enter(b).expect("b has a count of its own");
+        drop(first);
+        assert_eq!(counts.open_from(a), 1);
+        let _again = counts
+            .enter(a)
+            .expect("a closed connection gives its slot back");
+        assert!(counts.enter(a).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64_and_an_empty_source_is_forgotten() {
+        let counts =
+            SourceConnections::new(Limits::default().with_visitor_connections_per_source(1));
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let slot = counts.enter(one).expect("the first of the /64");
+        assert!(counts.enter(same_64).is_none(), "the /64 is one source");
+        drop(slot);
+        assert!(counts.open.lock().expect("not poisoned").is_empty());
+        assert!(counts.enter(same_64).is_some());
     }
 }

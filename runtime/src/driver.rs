@@ -15,7 +15,7 @@ use russh::server::Handle;
 use tokio::sync::{watch, Notify};
 use tunnel_core::{Action, ConnId, EndpointId, Gateway, Input, Reply, RequestId};
 
-use crate::admission::VisitorLimits;
+use crate::admission::{SourceConnections, VisitorLimits};
 use crate::listeners::Listeners;
 use crate::net::Net;
 use crate::session_writer::{Outbox, Outgoing};
@@ -135,6 +135,8 @@ pub struct Driver<N: Net> {
     pub stats: Stats,
     /// The spill buffers of every visitor stream.
     pub spills: Arc<Spills>,
+    /// Open connections to the http and https listeners, per source.
+    pub(crate) visitor_connections: Arc<SourceConnections>,
 }
 
 /// Current time for the core: tokio's clock, so simulations run on simulated time.
@@ -147,6 +149,7 @@ impl<N: Net> Driver<N> {
     pub fn new(gateway: Gateway, net: N, settings: DriverSettings) -> Arc<Self> {
         let gateway_spill_limits = &gateway.config().spill_limits().clone();
         let visitors_total = gateway.config().limits().visitors_total();
+        let visitor_connections = SourceConnections::new(gateway.config().limits().clone());
         Arc::new(Self {
             state: Mutex::new(State {
                 gateway,
@@ -163,6 +166,7 @@ impl<N: Net> Driver<N> {
             holdings_seen: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             stats: Stats::default(),
+            visitor_connections,
         })
     }
 

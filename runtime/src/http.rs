@@ -47,12 +47,17 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     let mut backoff = AcceptBackoff::new("http");
     loop {
         let Accepted { stream, peer, .. } = accept(&listener, &mut backoff).await;
-        tokio::spawn(serve_connection(
-            Arc::clone(&driver),
-            stream,
-            peer,
-            Scheme::Http,
-        ));
+        // A source past its connections is closed here (the stream dropped), before it costs
+        // more than the accept.
+        let Some(slot) = driver.visitor_connections.enter(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from this source; closed");
+            continue;
+        };
+        let driver = Arc::clone(&driver);
+        tokio::spawn(async move {
+            let _counted = slot;
+            serve_connection(driver, stream, peer, Scheme::Http).await;
+        });
     }
 }
 

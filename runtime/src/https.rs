@@ -40,10 +40,16 @@ pub async fn serve<N: Net>(
             peer,
             local,
         } = accept(&listener, &mut backoff).await;
+        // Counted with the http listener's: one budget per source (see http::serve).
+        let Some(slot) = driver.visitor_connections.enter(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from this source; closed");
+            continue;
+        };
         let (driver, acceptor, certs) = (Arc::clone(&driver), acceptor.clone(), Arc::clone(&certs));
-        tokio::spawn(serve_connection(
-            driver, acceptor, certs, stream, peer, local,
-        ));
+        tokio::spawn(async move {
+            let _counted = slot;
+            serve_connection(driver, acceptor, certs, stream, peer, local).await;
+        });
     }
 }
 

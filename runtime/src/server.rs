@@ -173,6 +173,7 @@ pub async fn start_inheriting<N: Net>(
         .with_startups(config.max_startups)
         .with_visitors_per_source(config.max_visitors_per_source)
         .with_visitors_total(config.max_visitors)
+        .with_visitor_connections_per_source(config.max_visitor_connections_per_source)
         .with_names_per_key(config.max_names_per_key)
         .with_tcp_ports_per_key(config.max_tcp_ports_per_key);
     let core = GatewayConfig::new(config.domain.clone(), http_addr.port(), https_addr.port())

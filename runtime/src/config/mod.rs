@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub max_visitors_per_source: usize,
     /// Visitors the whole server serves at once.
     pub max_visitors: usize,
+    /// Connections to the http and https listeners one source may hold open at once.
+    pub max_visitor_connections_per_source: usize,
     /// Names one key may hold, live or reserved.
     pub max_names_per_key: usize,
     /// Tcp ports one key may hold, live or reserved.
@@ -174,6 +176,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         max_startups: s.max_startups,
         max_visitors_per_source: s.max_visitors_per_source,
         max_visitors: s.max_visitors,
+        max_visitor_connections_per_source: s.max_visitor_connections_per_source,
         max_names_per_key: s.max_names_per_key,
         max_tcp_ports_per_key: s.max_tcp_ports_per_key,
         key_quotas: s.key_quota,

@@ -121,6 +121,9 @@ pub(super) struct Settings {
     /// Visitors the whole server serves at once; past it new ones get 503 or are closed [default: 16384]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_visitors: usize,
+    /// Connections to the http and https listeners one IPv4 address or IPv6 /64 may hold open at once; one more is closed at once [default: 128]
+    #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
+    pub max_visitor_connections_per_source: usize,
     /// Names one key may hold, live or reserved for its reconnects [default: 64]
     #[arg(long, value_name = "N", value_parser = Rule(values::limit))]
     pub max_names_per_key: usize,
@@ -177,6 +180,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("max-startups", "100:30:1000"),
     ("max-visitors-per-source", "128"),
     ("max-visitors", "16384"),
+    ("max-visitor-connections-per-source", "128"),
     ("max-names-per-key", "64"),
     ("max-tcp-ports-per-key", "16"),
     ("channel-window", "8MiB"),

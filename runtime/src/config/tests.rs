@@ -62,6 +62,7 @@ fn defaults_with_no_args() {
                 full: 1000,
             },
             max_visitors_per_source: 128,
+            max_visitor_connections_per_source: 128,
             max_visitors: 16384,
             max_names_per_key: 64,
             max_tcp_ports_per_key: 16,
@@ -258,6 +259,7 @@ fn file_accepts_every_flag_name() {
         http-idle-timeout = "2m"
         max-visitors-per-source = 3
         max-visitors = 4
+        max-visitor-connections-per-source = 6
         max-names-per-key = 9
         max-tcp-ports-per-key = 8
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
@@ -267,7 +269,7 @@ fn file_accepts_every_flag_name() {
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        37,
+        38,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -304,6 +306,7 @@ fn file_accepts_every_flag_name() {
     assert_eq!((c.max_names_per_key, c.max_tcp_ports_per_key), (9, 8));
     assert_eq!(c.http_idle_timeout, Duration::from_secs(120));
     assert_eq!((c.max_visitors_per_source, c.max_visitors), (3, 4));
+    assert_eq!(c.max_visitor_connections_per_source, 6);
     assert_eq!(
         c.max_startups,
         tunnel_core::Startups {

@@ -124,6 +124,9 @@ pub(super) struct Settings {
     /// A load balancer in front of this server whose X-Forwarded-For is appended to instead of replaced, repeatable
     #[arg(long, value_name = "CIDR", value_parser = Rule(values::cidr), action = clap::ArgAction::Append)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections from --trusted-proxies must start with a PROXY protocol header (v1 or v2) whose visitor stands for them, on every listener [default: false]
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = Rule(values::switch))]
+    pub accept_proxy_proto: bool,
     /// One key's own quota in place of the two above, repeatable (in the file: a list)
     #[arg(long, value_name = "SHA256:FP=NAMES,PORTS", value_parser = Rule(values::key_quota), action = clap::ArgAction::Append)]
     pub key_quota: Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyQuota)>,
@@ -171,6 +174,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("max-visitors", "16384"),
     ("max-names-per-key", "64"),
     ("max-tcp-ports-per-key", "16"),
+    ("accept-proxy-proto", "false"),
     ("channel-window", "8MiB"),
     ("spill-memory-per-visitor", "256KiB"),
     ("spill-max-per-visitor", "1GiB"),

@@ -129,7 +129,8 @@ pub async fn start<N: Net>(
         channel_open_timeout: config.channel_open_timeout,
         close_grace: config.close_grace,
         spill_dir: config.spill_dir.clone(),
-        trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone()),
+        trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone())
+            .with_proxy_protocol(config.accept_proxy_proto),
     };
     let driver = Driver::new(Gateway::new(core, rng), net, settings);
 

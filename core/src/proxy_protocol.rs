@@ -150,7 +150,10 @@ impl ProxyHeaderReader {
                 // The line ends at the first LF: look only at bytes not looked at before.
                 let from = self.seen.max(checked);
                 let window = &received[..received.len().min(MAX_V1_BYTES)];
-                match window.get(from..).and_then(|new| new.iter().position(|&b| b == b'\n')) {
+                match window
+                    .get(from..)
+                    .and_then(|new| new.iter().position(|&b| b == b'\n'))
+                {
                     Some(at) => {
                         let end = from + at + 1;
                         match v1_line(&received[..end]) {
@@ -158,9 +161,7 @@ impl ProxyHeaderReader {
                             None => invalid(ProxyHeaderError::V1Malformed),
                         }
                     }
-                    None if received.len() >= MAX_V1_BYTES => {
-                        invalid(ProxyHeaderError::V1TooLong)
-                    }
+                    None if received.len() >= MAX_V1_BYTES => invalid(ProxyHeaderError::V1TooLong),
                     None => {
                         self.seen = received.len();
                         ProxyHeader::NeedMore
@@ -242,12 +243,12 @@ fn v2(received: &[u8]) -> ProxyHeader {
     }
     // Bytes the family's addresses take, or None for a family that names no IP visitor.
     let needed = match family {
-        0x11 => Some(12),                 // TCP over IPv4
-        0x12 => Some(12),                 // UDP over IPv4
-        0x21 => Some(36),                 // TCP over IPv6
-        0x22 => Some(36),                 // UDP over IPv6
-        0x00 | 0x31 | 0x32 => None,       // UNSPEC, unix stream, unix datagram
-        _ if command == 0 => None,        // LOCAL: the family is to be ignored
+        0x11 => Some(12),           // TCP over IPv4
+        0x12 => Some(12),           // UDP over IPv4
+        0x21 => Some(36),           // TCP over IPv6
+        0x22 => Some(36),           // UDP over IPv6
+        0x00 | 0x31 | 0x32 => None, // UNSPEC, unix stream, unix datagram
+        _ if command == 0 => None,  // LOCAL: the family is to be ignored
         other => return invalid(ProxyHeaderError::V2Family(other)),
     };
     let command_is_proxy = match command {

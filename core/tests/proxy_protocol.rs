@@ -79,8 +79,16 @@ fn invalid(error: ProxyHeaderError) -> ProxyHeader {
 fn assert_needs_more_until_the_end(header: &[u8], answer: &ProxyHeader) {
     let mut reader = ProxyHeaderReader::default();
     for len in 0..header.len() {
-        assert_eq!(read_proxy_header(&header[..len]), ProxyHeader::NeedMore, "at {len}");
-        assert_eq!(reader.read(&header[..len]), ProxyHeader::NeedMore, "grown, at {len}");
+        assert_eq!(
+            read_proxy_header(&header[..len]),
+            ProxyHeader::NeedMore,
+            "at {len}"
+        );
+        assert_eq!(
+            reader.read(&header[..len]),
+            ProxyHeader::NeedMore,
+            "grown, at {len}"
+        );
     }
     assert_eq!(&reader.read(header), answer, "grown, whole");
 }
@@ -93,7 +101,10 @@ fn v1_names_the_visitor_for_ipv4_and_ipv6() {
     assert_needs_more_until_the_end(header, &answer);
 
     let header = b"PROXY TCP6 2001:db8::7 2001:db8::1 65535 0\r\n";
-    let answer = done(proxied("[2001:db8::7]:65535", "[2001:db8::1]:0"), header.len());
+    let answer = done(
+        proxied("[2001:db8::7]:65535", "[2001:db8::1]:0"),
+        header.len(),
+    );
     assert_eq!(read_proxy_header(header), answer);
     assert_needs_more_until_the_end(header, &answer);
 }
@@ -135,7 +146,10 @@ fn v2_local_and_families_without_ip_keep_the_socket_peer() {
     let local = v2_raw(0x20, 0x11, &[1; 12]);
     assert_eq!(read_proxy_header(&local), done(ProxiedPeer::Unknown, 28));
     let local_empty = v2_raw(0x20, 0x00, &[]);
-    assert_eq!(read_proxy_header(&local_empty), done(ProxiedPeer::Unknown, 16));
+    assert_eq!(
+        read_proxy_header(&local_empty),
+        done(ProxiedPeer::Unknown, 16)
+    );
     // PROXY over AF_UNSPEC, and a unix socket's paths.
     assert_eq!(
         read_proxy_header(&v2_raw(0x21, 0x00, &[])),
@@ -283,7 +297,10 @@ fn v2_tlvs_up_to_the_limit_pass_and_one_byte_more_is_refused() {
     assert_eq!(at_limit.len(), MAX_PROXY_HEADER_BYTES);
     assert_eq!(
         read_proxy_header(&at_limit),
-        done(proxied("203.0.113.7:1", "192.0.2.1:2"), MAX_PROXY_HEADER_BYTES)
+        done(
+            proxied("203.0.113.7:1", "192.0.2.1:2"),
+            MAX_PROXY_HEADER_BYTES
+        )
     );
     let over = v2(
         addr("203.0.113.7:1"),
@@ -315,18 +332,26 @@ fn an_answer_is_final_and_a_rewound_buffer_is_refused() {
 
 fn socket_pair() -> impl Strategy<Value = (SocketAddr, SocketAddr)> {
     prop_oneof![
-        (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<u16>(), any::<u16>()).prop_map(
-            |(s, d, sp, dp)| (
+        (
+            any::<[u8; 4]>(),
+            any::<[u8; 4]>(),
+            any::<u16>(),
+            any::<u16>()
+        )
+            .prop_map(|(s, d, sp, dp)| (
                 SocketAddr::new(IpAddr::from(s), sp),
                 SocketAddr::new(IpAddr::from(d), dp)
-            )
-        ),
-        (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u16>(), any::<u16>()).prop_map(
-            |(s, d, sp, dp)| (
+            )),
+        (
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u16>(),
+            any::<u16>()
+        )
+            .prop_map(|(s, d, sp, dp)| (
                 SocketAddr::new(IpAddr::from(s), sp),
                 SocketAddr::new(IpAddr::from(d), dp)
-            )
-        ),
+            )),
     ]
 }
 

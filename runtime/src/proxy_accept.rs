@@ -108,39 +108,41 @@ mod tests {
 
     use super::*;
 
-/// For tests: the ends and the bytes a listener would see after [`proxied`].
-async fn seen(
-    bytes: &[u8],
-    proxies: &TrustedProxies,
-    keep_open: bool,
-) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
-    use tokio::io::AsyncWriteExt;
-    let (near, mut far) = tokio::io::duplex(64 * 1024);
-    far.write_all(bytes).await.expect("the pipe holds the bytes");
-    if !keep_open {
-        far.shutdown().await.expect("shutdown");
+    /// For tests: the ends and the bytes a listener would see after [`proxied`].
+    async fn seen(
+        bytes: &[u8],
+        proxies: &TrustedProxies,
+        keep_open: bool,
+    ) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        use tokio::io::AsyncWriteExt;
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        far.write_all(bytes)
+            .await
+            .expect("the pipe holds the bytes");
+        if !keep_open {
+            far.shutdown().await.expect("shutdown");
+        }
+        let accepted = Accepted {
+            stream: near,
+            peer: "10.0.0.9:40000".parse().expect("address"),
+            local: "10.0.0.1:8080".parse().expect("address"),
+        };
+        let Accepted {
+            mut stream,
+            peer,
+            local,
+        } = read_header(
+            accepted,
+            proxies,
+            std::time::Duration::from_millis(200),
+            "test",
+        )
+        .await?;
+        drop(far);
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.expect("read");
+        Some((peer, local, rest))
     }
-    let accepted = Accepted {
-        stream: near,
-        peer: "10.0.0.9:40000".parse().expect("address"),
-        local: "10.0.0.1:8080".parse().expect("address"),
-    };
-    let Accepted {
-        mut stream,
-        peer,
-        local,
-    } = read_header(
-        accepted,
-        proxies,
-        std::time::Duration::from_millis(200),
-        "test",
-    )
-    .await?;
-    drop(far);
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).await.expect("read");
-    Some((peer, local, rest))
-}
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().expect("test address")
@@ -172,7 +174,10 @@ async fn seen(
         let (peer, local, rest) = seen(b"PROXY UNKNOWN\r\nping", &lb(), false)
             .await
             .expect("served");
-        assert_eq!((peer, local), (addr("10.0.0.9:40000"), addr("10.0.0.1:8080")));
+        assert_eq!(
+            (peer, local),
+            (addr("10.0.0.9:40000"), addr("10.0.0.1:8080"))
+        );
         assert_eq!(rest, b"ping");
     }
 
@@ -180,7 +185,11 @@ async fn seen(
     async fn a_trusted_proxy_without_a_valid_header_is_closed() {
         assert_eq!(seen(b"GET / HTTP/1.1\r\n\r\n", &lb(), false).await, None);
         assert_eq!(seen(b"PROXY TCP4 1.2.3.4", &lb(), false).await, None, "eof");
-        assert_eq!(seen(b"PROXY TCP4 1.2.3.4", &lb(), true).await, None, "timeout");
+        assert_eq!(
+            seen(b"PROXY TCP4 1.2.3.4", &lb(), true).await,
+            None,
+            "timeout"
+        );
     }
 
     #[tokio::test]

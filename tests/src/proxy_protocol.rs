@@ -182,9 +182,15 @@ mod tests {
             "[2001:db8::1]:443".parse().unwrap(),
         );
         let header = read_header(&mut &v2_header(source, destination)[..]).unwrap();
-        assert_eq!((header.version, header.source, header.destination), (2, source, destination));
+        assert_eq!(
+            (header.version, header.source, header.destination),
+            (2, source, destination)
+        );
         let header = read_header(&mut &v1_header(source, destination)[..]).unwrap();
-        assert_eq!((header.version, header.source, header.destination), (1, source, destination));
+        assert_eq!(
+            (header.version, header.source, header.destination),
+            (1, source, destination)
+        );
     }
 
     #[test]

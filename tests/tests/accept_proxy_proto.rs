@@ -69,14 +69,19 @@ fn an_ssh_login_through_a_v2_header_is_judged_by_the_address_it_names() {
         .command(["tcp"])
         .spawn();
     let port = client.wait_forwarding().public_port();
-    assert_eq!(balancer.accepted(), 1, "the login went through the balancer");
+    assert_eq!(
+        balancer.accepted(),
+        1,
+        "the login went through the balancer"
+    );
     // (A visitor of this endpoint comes from 127.0.0.1 too, so it needs a header.)
     let mut stream = visitor::connect(port).expect("connect to the tunnel");
     let mut first = v1_header(addr("198.51.100.1:1000"), addr("192.0.2.1:2000"));
     first.extend_from_slice(b"ping");
     stream.write_all(&first).expect("send");
     let mut back = [0; 4];
-    stream.read_exact(&mut back)
+    stream
+        .read_exact(&mut back)
         .unwrap_or_else(|e| client.fail(&format!("echo through the tunnel: {e}")));
     assert_eq!(&back, b"ping");
 
@@ -135,7 +140,8 @@ fn a_tcp_visitors_v2_header_shows_through_the_endpoints_own_proxy_header() {
     first.extend_from_slice(b"payload after the header");
     stream.write_all(&first).expect("send");
     let mut back = vec![0; b"payload after the header".len()];
-    stream.read_exact(&mut back)
+    stream
+        .read_exact(&mut back)
         .unwrap_or_else(|e| client.fail(&format!("echo after the header failed: {e}")));
     assert_eq!(back, b"payload after the header");
 

@@ -490,13 +490,21 @@ fn accept_proxy_proto_is_a_switch_that_needs_trusted_proxies() {
         (&[], false),
     ] {
         let args: Vec<&str> = lb.iter().chain(args).copied().collect();
-        assert_eq!(config(&args).expect("valid").accept_proxy_proto, on, "{args:?}");
+        assert_eq!(
+            config(&args).expect("valid").accept_proxy_proto,
+            on,
+            "{args:?}"
+        );
     }
     // `--accept-proxy-proto` alone does not take the next argument as its value.
     let c = config(&["--accept-proxy-proto", "--trusted-proxies", "10.0.0.0/8"]).expect("valid");
     assert!(c.accept_proxy_proto);
     assert_eq!(
-        error(&["--trusted-proxies", "10.0.0.0/8", "--accept-proxy-proto=yes"]),
+        error(&[
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--accept-proxy-proto=yes"
+        ]),
         r#"invalid --accept-proxy-proto "yes": expected true or false"#
     );
     let err = config(&["--accept-proxy-proto"]).expect_err("no trusted proxies");

@@ -85,7 +85,7 @@ pub(super) struct Settings {
     /// How long an HTTP visitor connection may stay quiet (before its first request, between requests, mid-body); upgraded streams are exempt [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub http_idle_timeout: Duration,
-    /// Time a visitor on the HTTPS listener has to send its TLS ClientHello [default: 10s]
+    /// Time a visitor on the HTTPS listener has to send its TLS ClientHello, and a trusted proxy its PROXY header (--accept-proxy-proto) [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub tls_hello_timeout: Duration,
     /// Time a visitor's channel may take to open before it gets 502 (http) or is closed [default: 10s]

@@ -21,6 +21,7 @@ mod names;
 mod ownership;
 mod policy;
 mod ports;
+mod proxy_protocol;
 mod saved;
 mod spill;
 mod timers;
@@ -42,6 +43,10 @@ pub use key_rules::{KeyOptionError, KeyRules};
 pub use names::{base_domain, normalize_host, requested_name, Hostname, RANDOM_NAME_LEN};
 pub use ownership::Address;
 pub use policy::basic_auth_allows;
+pub use proxy_protocol::{
+    read_proxy_header, ProxiedPeer, ProxyHeader, ProxyHeaderError, ProxyHeaderReader,
+    MAX_PROXY_HEADER_BYTES, MAX_V1_BYTES, MAX_V2_PAYLOAD_BYTES,
+};
 pub use saved::{RestoreSkipped, SavedAddress, SavedHolding, SavedReconnect, SavedState};
 pub use spill::{SpillCut, SpillLimits, SpillPlace};
 pub use visitors::{request_host, visitor_source, Entrance, TrustedProxies, VisitorRefusal};

@@ -197,22 +197,46 @@ impl Route {
     }
 }
 
-/// The proxies in front of the server whose forwarding headers are believed (`--trusted-proxies`).
-/// Anyone else is the first hop: what it says about earlier hops is its own invention.
+/// The proxies in front of the server whose forwarding headers are believed (`--trusted-proxies`),
+/// and whether they also put a PROXY protocol header before each connection they pass on
+/// (`--accept-proxy-proto`). Anyone else is the first hop: what it says about earlier hops is its
+/// own invention.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+    proxy_protocol: bool,
+}
 
 impl TrustedProxies {
     /// These networks' proxies are believed.
     pub fn new(networks: Vec<IpNet>) -> Self {
-        Self(networks)
+        Self {
+            networks,
+            proxy_protocol: false,
+        }
+    }
+
+    /// Every connection from these proxies starts with a PROXY protocol header naming the
+    /// visitor (see [`ProxyHeaderReader`](crate::ProxyHeaderReader)).
+    pub fn with_proxy_protocol(mut self, proxy_protocol: bool) -> Self {
+        self.proxy_protocol = proxy_protocol;
+        self
     }
 
     /// Whether a visitor connecting from `peer` is a proxy we believe. IPv4-mapped IPv6
     /// addresses are judged as IPv4.
     pub fn trusts(&self, peer: IpAddr) -> bool {
         let peer = peer.to_canonical();
-        self.0.iter().any(|net| net.contains(&peer))
+        self.networks.iter().any(|net| net.contains(&peer))
+    }
+
+    /// Whether a connection accepted from `peer`, on any of the server's listeners, must start
+    /// with a PROXY protocol header: only when the operator said so, and only from a proxy we
+    /// believe. It is read before anything else, its visitor replaces `peer` for everything
+    /// after (caps, key rules, forwarding headers, logs), and a connection without a valid one
+    /// is closed. Anyone else's bytes are never read as a header.
+    pub fn sends_proxy_header(&self, peer: IpAddr) -> bool {
+        self.proxy_protocol && self.trusts(peer)
     }
 
     /// The `X-Forwarded-For` the local service gets: from a believed proxy, its list with the

@@ -163,6 +163,20 @@ fn only_trusted_proxies_add_to_x_forwarded_for() {
 }
 
 #[test]
+fn a_proxy_header_is_read_only_from_trusted_proxies_and_only_when_asked_for() {
+    let networks = vec!["10.0.0.0/8".parse().unwrap()];
+    let appending = TrustedProxies::new(networks.clone());
+    assert!(!appending.sends_proxy_header(ip("10.0.0.2")));
+    let lb = TrustedProxies::new(networks).with_proxy_protocol(true);
+    assert!(lb.sends_proxy_header(ip("10.0.0.2")));
+    assert!(lb.sends_proxy_header(ip("::ffff:10.0.0.2")));
+    assert!(!lb.sends_proxy_header(ip("203.0.113.5")));
+    assert!(!TrustedProxies::default()
+        .with_proxy_protocol(true)
+        .sends_proxy_header(ip("10.0.0.2")));
+}
+
+#[test]
 fn the_servers_own_name_gets_its_page_and_only_names_under_it_are_answered_over_tls() {
     let h = Harness::builder()
         .server("tunnel.example.com", 80, 443)

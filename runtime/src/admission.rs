@@ -155,6 +155,19 @@ pub struct Admitted {
     pub gone: ConnectionGone,
 }
 
+impl<N: Net> Driver<N> {
+    /// Counts a connection to the http or https listeners against its source for as long as the
+    /// returned count lives, or `None` when the source holds as many as it may. A trusted load
+    /// balancer (without a PROXY header naming the visitor) carries many visitors: it is not one
+    /// source, and is not counted.
+    pub(crate) fn enter_visitor_connection(&self, peer: IpAddr) -> Option<Option<SourceSlot>> {
+        if self.settings().trusted_proxies.trusts(peer) {
+            return Some(None);
+        }
+        self.visitor_connections.enter(peer).map(Some)
+    }
+}
+
 impl Visit {
     /// Lets a tcp or tls visitor from `peer` in, by the core's rules and the endpoint's limit.
     pub fn admit_connection(self, peer: IpAddr) -> Result<Admitted, VisitorRefusal> {

@@ -31,7 +31,8 @@ pub struct DriverSettings {
     /// How long an HTTP visitor connection may stay quiet (before its first request, between
     /// requests, in a request body) before it is closed; upgraded streams are exempt.
     pub http_idle_timeout: Duration,
-    /// How long an https visitor may take to send its ClientHello.
+    /// How long an https visitor may take to send its ClientHello, and a trusted proxy its PROXY
+    /// header.
     pub tls_hello_timeout: Duration,
     /// How long a `forwarded-tcpip` channel open may take before the visitor is refused.
     pub channel_open_timeout: Duration,

@@ -30,6 +30,7 @@ use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
 use crate::idle::{Exempt, Idle};
 use crate::net::{Accepted, ByteStream, Net};
+use crate::proxy_accept::proxied;
 
 /// What a visitor gets back: the local service's body streamed, or our short text.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -46,16 +47,20 @@ const MAX_H2_STREAMS: u32 = 100;
 pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     let mut backoff = AcceptBackoff::new("http");
     loop {
-        let Accepted { stream, peer, .. } = accept(&listener, &mut backoff).await;
-        // A source past its connections is closed here (the stream dropped), before it costs
-        // more than the accept.
-        let Some(slot) = driver.visitor_connections.enter(peer.ip()) else {
-            tracing::debug!(%peer, "too many connections from this source; closed");
-            continue;
-        };
+        let accepted = accept(&listener, &mut backoff).await;
         let driver = Arc::clone(&driver);
         tokio::spawn(async move {
-            let _counted = slot;
+            // From a trusted load balancer, its PROXY header first: the visitor it names is the
+            // peer from here on (X-Forwarded-For, the per-source share).
+            let Some(Accepted { stream, peer, .. }) =
+                proxied(accepted, driver.settings(), "http").await
+            else {
+                return;
+            };
+            // Past its source's connections it is closed here, before it costs more.
+            let Some(_counted) = driver.enter_visitor_connection(peer.ip()) else {
+                return tracing::debug!(%peer, "too many connections from this source; closed");
+            };
             serve_connection(driver, stream, peer, Scheme::Http).await;
         });
     }

@@ -3,13 +3,10 @@
 //! never terminates them); an http endpoint's connection is terminated here with rustls and then
 //! served like plain HTTP, HTTP/2 included.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tunnel_core::command::EndpointKind;
 use tunnel_core::{ClientHello, ClientHelloReader};
@@ -19,6 +16,8 @@ use crate::admission::Admitted;
 use crate::driver::Driver;
 use crate::http::Scheme;
 use crate::net::{Accepted, ByteStream, Net};
+use crate::proxy_accept::proxied;
+use crate::replay::Replayed;
 use crate::tls::ServerCerts;
 
 /// A fatal `unrecognized_name` alert (RFC 8446 §6.2, RFC 6066 §3), sent in a plaintext record
@@ -35,29 +34,33 @@ pub async fn serve<N: Net>(
     let acceptor = TlsAcceptor::from(tls);
     let mut backoff = AcceptBackoff::new("https");
     loop {
-        let Accepted {
-            stream,
-            peer,
-            local,
-        } = accept(&listener, &mut backoff).await;
-        // Counted with the http listener's: one budget per source (see http::serve).
-        let Some(slot) = driver.visitor_connections.enter(peer.ip()) else {
-            tracing::debug!(%peer, "too many connections from this source; closed");
-            continue;
-        };
+        let accepted = accept(&listener, &mut backoff).await;
         let (driver, acceptor, certs) = (Arc::clone(&driver), acceptor.clone(), Arc::clone(&certs));
         tokio::spawn(async move {
-            let _counted = slot;
+            // From a trusted load balancer, its PROXY header first: the visitor it names is the
+            // peer from here on.
+            let Some(Accepted {
+                stream,
+                peer,
+                local,
+            }) = proxied(accepted, driver.settings(), "https").await
+            else {
+                return;
+            };
+            // Counted with the http listener's: one budget per source (see http::serve).
+            let Some(_counted) = driver.enter_visitor_connection(peer.ip()) else {
+                return tracing::debug!(%peer, "too many connections from this source; closed");
+            };
             serve_connection(driver, acceptor, certs, stream, peer, local).await;
         });
     }
 }
 
-async fn serve_connection<N: Net>(
+async fn serve_connection<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     acceptor: TlsAcceptor,
     certs: Arc<ServerCerts>,
-    mut stream: N::Stream,
+    mut stream: S,
     peer: SocketAddr,
     local: SocketAddr,
 ) {
@@ -125,18 +128,14 @@ async fn serve_connection<N: Net>(
 
 /// Terminates TLS with the server's certificate and serves the connection's requests like the
 /// http listener's (each routed by its Host).
-async fn terminate<N: Net>(
+async fn terminate<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     acceptor: TlsAcceptor,
-    stream: N::Stream,
+    stream: S,
     received: Vec<u8>,
     peer: SocketAddr,
 ) {
-    let replayed = Replayed {
-        prefix: received,
-        offset: 0,
-        inner: stream,
-    };
+    let replayed = Replayed::new(stream, received);
     // The handshake is bounded like the ClientHello: a visitor that stops halfway holds
     // nothing for long.
     let handshake = driver.settings().tls_hello_timeout;
@@ -150,50 +149,4 @@ async fn terminate<N: Net>(
 async fn refuse(mut stream: impl ByteStream) {
     let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
     let _ = stream.shutdown().await;
-}
-
-/// A stream that first gives back the bytes already read from it.
-struct Replayed<S> {
-    prefix: Vec<u8>,
-    offset: usize,
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.offset < self.prefix.len() {
-            let rest = &self.prefix[self.offset..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            self.offset += n;
-            if self.offset == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.offset = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

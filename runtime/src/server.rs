@@ -199,7 +199,8 @@ pub async fn start_inheriting<N: Net>(
         channel_open_timeout: config.channel_open_timeout,
         close_grace: config.close_grace,
         spill_dir: config.spill_dir.clone(),
-        trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone()),
+        trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone())
+            .with_proxy_protocol(config.accept_proxy_proto),
     };
     let mut gateway = Gateway::new(core, rng);
     crate::holdings_file::restore(&mut gateway, &config.state_dir);

@@ -13,7 +13,8 @@ use crate::accept::{accept, AcceptBackoff};
 use crate::driver::Driver;
 use crate::keys::{certificate_facts, fingerprint};
 use crate::killable::{KillSwitch, Killable};
-use crate::net::{Accepted, Net};
+use crate::net::{Accepted, ByteStream, Net};
+use crate::proxy_accept::proxied;
 use crate::read_buffer::ReadBuffered;
 use crate::session_writer::{outbox, run_session_writer, Outgoing};
 
@@ -27,19 +28,28 @@ pub async fn serve<N: Net>(
     let mut next_conn = 0u64;
     let mut backoff = AcceptBackoff::new("ssh");
     loop {
-        let Accepted { stream, peer, .. } = accept(&listener, &mut backoff).await;
+        let accepted = accept(&listener, &mut backoff).await;
         next_conn += 1;
         let conn = ConnId::from_raw(next_conn);
         let driver = Arc::clone(&driver);
         let config = Arc::clone(&config);
-        tokio::spawn(async move { run_connection(driver, config, stream, peer, conn).await });
+        tokio::spawn(async move {
+            // From a trusted load balancer, its PROXY header first: the visitor it names is the
+            // peer the core judges (per-IP cap, MaxStartups, `from=`).
+            let Some(Accepted { stream, peer, .. }) =
+                proxied(accepted, driver.settings(), "ssh").await
+            else {
+                return;
+            };
+            run_connection(driver, config, stream, peer, conn).await;
+        });
     }
 }
 
-async fn run_connection<N: Net>(
+async fn run_connection<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     config: Arc<russh::server::Config>,
-    stream: N::Stream,
+    stream: S,
     peer: SocketAddr,
     conn: ConnId,
 ) {

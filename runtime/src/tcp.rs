@@ -13,6 +13,7 @@ use crate::accept::{accept, AcceptBackoff};
 use crate::admission::Admitted;
 use crate::driver::{ConnectionGone, Driver};
 use crate::net::{Accepted, ByteStream, Net};
+use crate::proxy_accept::proxied;
 use crate::proxy_header;
 
 /// Piping buffer per direction: large enough for full-size SSH packets, small enough that a
@@ -46,20 +47,29 @@ pub async fn serve_listener<N: Net>(
     // Out of descriptors and the like: keep serving the connections already open.
     let mut backoff = AcceptBackoff::new("tcp endpoint");
     loop {
-        let Accepted {
-            stream: visitor,
-            peer,
-            local,
-        } = accept(listener, &mut backoff).await;
+        let accepted = accept(listener, &mut backoff).await;
         let driver = Arc::clone(&driver);
-        tokio::spawn(async move { serve_visitor(driver, port, visitor, peer, local).await });
+        tokio::spawn(async move {
+            // From a trusted load balancer, its PROXY header first: the visitor and the address
+            // it reached, as the header says, are what the endpoint's rules and its own PROXY
+            // header see.
+            let Some(Accepted {
+                stream: visitor,
+                peer,
+                local,
+            }) = proxied(accepted, driver.settings(), "tcp endpoint").await
+            else {
+                return;
+            };
+            serve_visitor(driver, port, visitor, peer, local).await;
+        });
     }
 }
 
-async fn serve_visitor<N: Net>(
+async fn serve_visitor<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     port: u16,
-    visitor: N::Stream,
+    visitor: S,
     peer: SocketAddr,
     local: SocketAddr,
 ) {

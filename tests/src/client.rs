@@ -71,9 +71,17 @@ pub struct ClientBuilder<'a> {
     ssh_args: Vec<String>,
     command: Vec<String>,
     options: Vec<(String, String)>,
+    port: Option<u16>,
 }
 
 impl<'a> ClientBuilder<'a> {
+    /// Connects to this port on 127.0.0.1 instead of the server's SSH listener: a load balancer
+    /// in front of it.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Authenticates with `key` instead of the server's default test key.
     pub fn key(mut self, key: &'a Key) -> Self {
         self.key = Some(key);
@@ -125,7 +133,9 @@ impl<'a> ClientBuilder<'a> {
             "-F".into(),
             "/dev/null".into(),
             "-p".into(),
-            self.server.ssh_connect_addr().port().to_string(),
+            self.port
+                .unwrap_or_else(|| self.server.ssh_connect_addr().port())
+                .to_string(),
             "-i".into(),
             key.path().display().to_string(),
         ];
@@ -196,6 +206,7 @@ impl Client {
             user: None,
             ssh_args: Vec::new(),
             command: Vec::new(),
+            port: None,
             options: options
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))

@@ -1,13 +1,16 @@
-//! Reading a PROXY protocol header (v1 text, v2 binary) as a local service sees it. The `ppp`
-//! crate parses it, so the server's writer is checked against an implementation that is not
+//! PROXY protocol headers (v1 text, v2 binary): read as a local service sees them, and written
+//! as a load balancer in front of the server (`--accept-proxy-proto`) sends them. The `ppp`
+//! crate parses and builds them, so the server is checked against an implementation that is not
 //! ours.
 //!
 //! Spec: <https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>.
 
-use std::io::Read;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 
 use ppp::{v1, v2, HeaderResult, PartialResult};
+
+use crate::LocalService;
 
 /// The longest v1 line, CRLF included.
 const V1_MAX: usize = 107;
@@ -52,6 +55,67 @@ pub fn read_header(stream: &mut impl Read) -> Result<ProxyHeader, String> {
             HeaderResult::V2(Err(e)) => Err(format!("not a v2 PROXY header ({e}): {bytes:?}")),
         };
     }
+}
+
+/// A v1 line naming `source` and `destination` (spec §2.1), both of one family.
+pub fn v1_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+    let line = format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        source.ip(),
+        destination.ip(),
+        source.port(),
+        destination.port()
+    );
+    // The line must be one ppp reads back as the same addresses.
+    let parsed = read_header(&mut line.as_bytes()).expect("a valid v1 line");
+    assert_eq!((parsed.source, parsed.destination), (source, destination));
+    line.into_bytes()
+}
+
+/// A v2 `PROXY` header over `STREAM` naming `source` and `destination` (spec §2.2), with a NOOP
+/// TLV after the addresses as load balancers add TLVs, built by ppp.
+pub fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    v2::Builder::with_addresses(
+        v2::Version::Two | v2::Command::Proxy,
+        v2::Protocol::Stream,
+        (source, destination),
+    )
+    .write_tlv(v2::Type::NoOp, b"")
+    .and_then(v2::Builder::build)
+    .expect("ppp builds a header for one family's addresses")
+}
+
+/// A load balancer in front of the server: each connection it accepts on 127.0.0.1 is relayed to
+/// `target` after the PROXY header `header` gives for the client's address.
+pub fn proxying_balancer(
+    target: SocketAddr,
+    header: impl Fn(SocketAddr) -> Vec<u8> + Send + Sync + 'static,
+) -> LocalService {
+    LocalService::spawn(move |client| {
+        let Ok(client_addr) = client.peer_addr() else {
+            return;
+        };
+        let Ok(mut server) = TcpStream::connect(target) else {
+            return;
+        };
+        if server.write_all(&header(client_addr)).is_err() {
+            return;
+        }
+        let (Ok(client_reader), Ok(server_reader)) = (client.try_clone(), server.try_clone())
+        else {
+            return;
+        };
+        let up = std::thread::spawn(move || relay(client_reader, server));
+        relay(server_reader, client);
+        let _ = up.join();
+    })
+}
+
+/// Copies until EOF, then passes the EOF on as a half-close.
+fn relay(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 fn from_v1(header: &v1::Header<'_>) -> Result<ProxyHeader, String> {
@@ -109,6 +173,24 @@ mod tests {
         bytes.extend([127, 0, 0, 1, 127, 0, 0, 2, 0xc8, 0x22, 0x52, 0x0d]);
         bytes.extend(tail);
         bytes
+    }
+
+    #[test]
+    fn written_headers_read_back() {
+        let (source, destination) = (
+            "[2001:db8::7]:4242".parse().unwrap(),
+            "[2001:db8::1]:443".parse().unwrap(),
+        );
+        let header = read_header(&mut &v2_header(source, destination)[..]).unwrap();
+        assert_eq!(
+            (header.version, header.source, header.destination),
+            (2, source, destination)
+        );
+        let header = read_header(&mut &v1_header(source, destination)[..]).unwrap();
+        assert_eq!(
+            (header.version, header.source, header.destination),
+            (1, source, destination)
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub enum ConfigError {
         path.display()
     )]
     UnknownKey { path: PathBuf, key: String },
-    #[error("{key} in config file {} must be a string or a number (found {found})", path.display())]
+    #[error("{key} in config file {} must be a string, a number or a boolean (found {found})", path.display())]
     NotAScalar {
         path: PathBuf,
         key: String,
@@ -82,6 +82,11 @@ pub enum ConfigError {
          it could open tunnels; give --authorized-keys FILE or listen on 127.0.0.1"
     )]
     OpenWithoutAuthorizedKeys { addr: SocketAddr },
+    #[error(
+        "refusing to start: --accept-proxy-proto reads a PROXY header only from --trusted-proxies, \
+         and none is given; add --trusted-proxies CIDR for the load balancer in front"
+    )]
+    ProxyProtoWithoutTrustedProxies,
 }
 
 impl ConfigError {

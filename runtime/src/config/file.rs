@@ -1,4 +1,4 @@
-//! The `--config` TOML file: the flags' names as keys, each value a string or a number.
+//! The `--config` TOML file: the flags' names as keys, each value a string, a number or a boolean.
 
 use std::fs;
 use std::path::Path;
@@ -37,6 +37,8 @@ pub(super) fn read(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
                 toml::Value::String(text) => text,
                 // A number where the flag takes one (`keepalive-max = 3`) is read as its text.
                 toml::Value::Integer(n) => n.to_string(),
+                // A switch (`accept-proxy-proto = true`).
+                toml::Value::Boolean(b) => b.to_string(),
                 other => {
                     return Err(ConfigError::NotAScalar {
                         path: path.to_owned(),

@@ -89,6 +89,9 @@ pub struct ServerConfig {
     pub max_tcp_ports_per_key: usize,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header; never set without
+    /// any trusted proxy.
+    pub accept_proxy_proto: bool,
     /// Keys with a quota of their own.
     pub key_quotas: Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyQuota)>,
     /// SSH channel window in bytes, at least [`MIN_CHANNEL_WINDOW`].
@@ -144,6 +147,11 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
     if s.authorized_keys.is_none() && !is_loopback(s.ssh_addr.ip()) {
         return Err(ConfigError::OpenWithoutAuthorizedKeys { addr: s.ssh_addr });
     }
+    // A header is read only from a trusted proxy: with none, the flag would do nothing, which is
+    // surely not what the operator meant.
+    if s.accept_proxy_proto && s.trusted_proxies.is_empty() {
+        return Err(ConfigError::ProxyProtoWithoutTrustedProxies);
+    }
     let spill_dir = s.spill_dir.unwrap_or_else(|| s.state_dir.join(SPILL_DIR));
     Ok(ServerConfig {
         config_file,
@@ -181,6 +189,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         max_tcp_ports_per_key: s.max_tcp_ports_per_key,
         key_quotas: s.key_quota,
         trusted_proxies: s.trusted_proxies,
+        accept_proxy_proto: s.accept_proxy_proto,
         channel_window: s.channel_window,
         spill_dir,
         spill: SpillLimits::new(

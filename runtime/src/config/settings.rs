@@ -88,7 +88,7 @@ pub(super) struct Settings {
     /// How long an HTTP visitor connection may stay quiet (before its first request, between requests, mid-body); upgraded streams are exempt [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub http_idle_timeout: Duration,
-    /// Time a visitor on the HTTPS listener has to send its TLS ClientHello [default: 10s]
+    /// Time a visitor on the HTTPS listener has to send its TLS ClientHello, and a trusted proxy its PROXY header (--accept-proxy-proto) [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = Rule(values::timeout))]
     pub tls_hello_timeout: Duration,
     /// Time a visitor's channel may take to open before it gets 502 (http) or is closed [default: 10s]
@@ -133,6 +133,9 @@ pub(super) struct Settings {
     /// A load balancer in front of this server whose X-Forwarded-For is appended to instead of replaced, repeatable
     #[arg(long, value_name = "CIDR", value_parser = Rule(values::cidr), action = clap::ArgAction::Append)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections from --trusted-proxies must start with a PROXY protocol header (v1 or v2) whose visitor stands for them, on every listener [default: false]
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = Rule(values::switch))]
+    pub accept_proxy_proto: bool,
     /// One key's own quota in place of the two above, repeatable (in the file: a list)
     #[arg(long, value_name = "SHA256:FP=NAMES,PORTS", value_parser = Rule(values::key_quota), action = clap::ArgAction::Append)]
     pub key_quota: Vec<(tunnel_core::KeyFingerprint, tunnel_core::KeyQuota)>,
@@ -183,6 +186,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("max-visitor-connections-per-source", "128"),
     ("max-names-per-key", "64"),
     ("max-tcp-ports-per-key", "16"),
+    ("accept-proxy-proto", "false"),
     ("channel-window", "8MiB"),
     ("spill-memory-per-visitor", "256KiB"),
     ("spill-max-per-visitor", "1GiB"),

@@ -68,6 +68,7 @@ fn defaults_with_no_args() {
             max_tcp_ports_per_key: 16,
             key_quotas: Vec::new(),
             trusted_proxies: Vec::new(),
+            accept_proxy_proto: false,
             channel_window: 8 * 1024 * 1024,
             spill_dir: PathBuf::from("./tunnel-state/spill"),
             spill: tunnel_core::SpillLimits::new(256 * 1024, 1 << 30, 8 << 30),
@@ -264,12 +265,13 @@ fn file_accepts_every_flag_name() {
         max-tcp-ports-per-key = 8
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
         trusted-proxies = ["10.0.0.0/8", "192.0.2.7"]
+        accept-proxy-proto = true
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        38,
+        39,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -329,6 +331,7 @@ fn file_accepts_every_flag_name() {
             "192.0.2.7/32".parse().unwrap()
         ]
     );
+    assert!(c.accept_proxy_proto);
     assert_eq!(c.key_quotas[0].0.as_str(), "SHA256:abc+/");
     assert_eq!(
         c.key_quotas[0].1,
@@ -487,6 +490,52 @@ fn open_listener_needs_authorized_keys() {
 }
 
 #[test]
+fn accept_proxy_proto_is_a_switch_that_needs_trusted_proxies() {
+    let lb = ["--trusted-proxies", "10.0.0.0/8"];
+    for (args, on) in [
+        (&["--accept-proxy-proto"][..], true),
+        (&["--accept-proxy-proto=true"], true),
+        (&["--accept-proxy-proto=false"], false),
+        (&[], false),
+    ] {
+        let args: Vec<&str> = lb.iter().chain(args).copied().collect();
+        assert_eq!(
+            config(&args).expect("valid").accept_proxy_proto,
+            on,
+            "{args:?}"
+        );
+    }
+    // `--accept-proxy-proto` alone does not take the next argument as its value.
+    let c = config(&["--accept-proxy-proto", "--trusted-proxies", "10.0.0.0/8"]).expect("valid");
+    assert!(c.accept_proxy_proto);
+    assert_eq!(
+        error(&[
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--accept-proxy-proto=yes"
+        ]),
+        r#"invalid --accept-proxy-proto "yes": expected true or false"#
+    );
+    let err = config(&["--accept-proxy-proto"]).expect_err("no trusted proxies");
+    assert!(matches!(err, ConfigError::ProxyProtoWithoutTrustedProxies));
+    assert_eq!(err.exit_code(), 2);
+    assert_eq!(
+        err.to_string(),
+        "refusing to start: --accept-proxy-proto reads a PROXY header only from \
+         --trusted-proxies, and none is given; add --trusted-proxies CIDR for the load balancer \
+         in front"
+    );
+    // The file's switch needs them too, and a flag can turn it off.
+    let (_dir, path) = config_file("accept-proxy-proto = true\n");
+    assert!(matches!(
+        config(&["--config", arg(&path)]),
+        Err(ConfigError::ProxyProtoWithoutTrustedProxies)
+    ));
+    let off = config(&["--config", arg(&path), "--accept-proxy-proto=false"]).expect("valid");
+    assert!(!off.accept_proxy_proto);
+}
+
+#[test]
 fn open_rule_applies_to_file_values_too() {
     let (_dir, path) = config_file("ssh-addr = \"0.0.0.0:22\"\n");
     let err = config(&["--config", arg(&path)]).expect_err("open");
@@ -635,11 +684,20 @@ fn file_errors_name_the_file() {
         .to_string()
         .starts_with(&format!("invalid config file {}, line 3: ", path.display())));
 
+    let (_d, path) = config_file("keepalive-max = 1.5\n");
+    assert_eq!(
+        error(&["--config", arg(&path)]),
+        format!(
+            "keepalive-max in config file {} must be a string, a number or a boolean (found float)",
+            path.display()
+        )
+    );
+    // A boolean is read as its text, which a count refuses as it would from a flag.
     let (_d, path) = config_file("keepalive-max = true\n");
     assert_eq!(
         error(&["--config", arg(&path)]),
         format!(
-            "keepalive-max in config file {} must be a string or a number (found boolean)",
+            "invalid keepalive-max \"true\" (config file {}): expected a whole number",
             path.display()
         )
     );

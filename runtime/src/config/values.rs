@@ -52,6 +52,8 @@ pub enum ValueError {
     Startups,
     #[error("expected an address or a network, e.g. 10.0.0.0/8 or 2001:db8::/32")]
     Cidr,
+    #[error("expected true or false")]
+    Switch,
     #[error("expected SHA256:FINGERPRINT=NAMES,TCP_PORTS, e.g. SHA256:AbC...=200,50 (the key as ssh-keygen -l prints it)")]
     KeyQuota,
 }
@@ -153,6 +155,15 @@ pub(super) fn cidr(text: &str) -> Result<ipnet::IpNet, ValueError> {
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map(|net| net.trunc())
         .map_err(|_| ValueError::Cidr)
+}
+
+/// `true` or `false`: a switch given as `--flag` alone means `true`.
+pub(super) fn switch(text: &str) -> Result<bool, ValueError> {
+    match text.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ValueError::Switch),
+    }
 }
 
 /// `SHA256:FINGERPRINT=NAMES,TCP_PORTS`: one key's own quota.

@@ -14,7 +14,7 @@ use tunnel_e2e::tls_tools::{
     OpensslServer, ToolOutput, OPENSSL,
 };
 use tunnel_e2e::visitor::read_until_closed;
-use tunnel_e2e::{Client, Forwarding, LocalService, Server, FAILURE_TIMEOUT};
+use tunnel_e2e::{Client, Forwarding, Key, LocalService, Server, FAILURE_TIMEOUT};
 
 /// `ssh -R NAME:443:localhost:PORT 127.0.0.1 tls`, waiting for its Forwarding line.
 fn tls_tunnel(server: &Server, name: &str, port: u16) -> (Client, Forwarding) {
@@ -34,7 +34,13 @@ fn tls_tunnel_with(server: &Server, name: &str, port: u16, flags: &[&str]) -> (C
 
 /// `ssh -R NAME:80:localhost:PORT 127.0.0.1 http`, waiting for its Forwarding line.
 fn http_tunnel(server: &Server, name: &str, port: u16) -> (Client, Forwarding) {
+    http_tunnel_as(server, server.key(), name, port)
+}
+
+/// [`http_tunnel`] with the given key.
+fn http_tunnel_as(server: &Server, key: &Key, name: &str, port: u16) -> (Client, Forwarding) {
     let mut client = Client::builder(server)
+        .key(key)
         .forward(format!("{name}:80:localhost:{port}"))
         .command(["http"])
         .spawn();
@@ -198,10 +204,12 @@ fn generated_certificate_is_for_the_domain_and_survives_a_restart() {
         .tempdir()
         .expect("a state dir");
     let service = HttpService::start("cert");
+    // The same key after the restart: the name is kept for it across the restart.
+    let key = Key::generate();
 
     let first = {
         let server = Server::builder().state_dir(state.path()).start();
-        let (client, _f) = http_tunnel(&server, "cert", service.port());
+        let (client, _f) = http_tunnel_as(&server, &key, "cert", service.port());
         let presented = presented_certificate(server.https_addr(), "cert.localhost")
             .unwrap_or_else(|out| client.fail(&format!("no certificate\n{out}")));
         let out = curl("cert.localhost", server.https_addr().port(), "/", &[]);
@@ -216,7 +224,7 @@ fn generated_certificate_is_for_the_domain_and_survives_a_restart() {
     );
 
     let server = Server::builder().state_dir(state.path()).start();
-    let (client, _f) = http_tunnel(&server, "cert", service.port());
+    let (client, _f) = http_tunnel_as(&server, &key, "cert", service.port());
     let second = presented_certificate(server.https_addr(), "cert.localhost")
         .unwrap_or_else(|out| client.fail(&format!("no certificate after the restart\n{out}")));
     assert_eq!(

@@ -350,21 +350,15 @@ impl Gateway {
             .into_iter()
             .map(|s| (s, RestoreSkipped::Unlisted))
             .collect();
-        let mut fx = Effects {
-            now,
-            config: &self.config,
-            rng: &mut *self.rng,
-            actions: &mut self.actions,
-            timers: &mut self.timers,
-            lines: Vec::new(),
-            taken_over: Vec::new(),
-        };
-        for s in listed {
-            let kept = s.clone();
-            if let Err(why) = self.forwards.restore(&mut fx, s) {
-                skipped.push((kept, why));
+        self.with_forwards(now, |forwards, fx| {
+            for s in listed {
+                let kept = s.clone();
+                if let Err(why) = forwards.restore(fx, s) {
+                    skipped.push((kept, why));
+                }
             }
-        }
+            Ok(())
+        });
         skipped
     }
 

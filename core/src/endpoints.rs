@@ -54,7 +54,7 @@ pub enum EndpointPolicy {
 impl EndpointPolicy {
     pub(crate) fn from_command(command: &Command) -> Option<Self> {
         match command {
-            Command::Help => None,
+            Command::Help | Command::List | Command::Release(_) => None,
             Command::Http(o) => Some(Self::Http(Arc::new(o.clone()))),
             Command::Tcp(o) => Some(Self::Tcp(o.clone())),
             Command::Tls(o) => Some(Self::Tls(o.clone())),
@@ -106,7 +106,7 @@ impl EndpointPolicy {
 
 /// `http://name.domain:8080`, `tcp://domain:20007`, `tls://name.domain:8443`; an http endpoint
 /// asked for on remote port 443 is shown as `https://`.
-fn public_url(route: &Route, asked_port: u32, config: &GatewayConfig) -> String {
+pub(crate) fn public_url(route: &Route, asked_port: u32, config: &GatewayConfig) -> String {
     let with_port = |scheme: &str, host: &str, port: u16, default: u16| {
         if port == default {
             format!("{scheme}://{host}")

@@ -82,6 +82,9 @@ pub enum CommandError {
     /// A word that is neither a flag nor a flag's value.
     #[error("unexpected argument {0}")]
     UnexpectedArgument(Shown),
+    /// `release` without the name or port to release.
+    #[error("release needs the name or port to release (see: ssh HOST list)")]
+    MissingName,
 }
 
 fn applies_to_note(kinds: &[EndpointKind]) -> String {
@@ -211,6 +214,12 @@ pub enum SessionError {
     /// A second exec or shell request on one connection.
     #[error("one command per connection")]
     SecondCommand,
+    /// `release` of an address this key holds in no reservation.
+    #[error("{0} is not reserved for your key (see: ssh HOST list)")]
+    NotReserved(Shown),
+    /// `release` of an address this key holds live: it goes with its connection or forward.
+    #[error("{0} is live on one of your connections: end that connection to free it")]
+    ReleaseLive(Shown),
 }
 
 impl SessionError {

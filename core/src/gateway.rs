@@ -19,8 +19,9 @@ use crate::forwards::{Effects, Forwards};
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::input::Input;
 use crate::key_rules::KeyRules;
+use crate::listing::{listing, released_address};
 use crate::names::{normalize_host, Hostname};
-use crate::ownership::{Address, Holding};
+use crate::ownership::{Address, Claim, Holding};
 use crate::ports::TcpPortPool;
 use crate::saved::{RestoreSkipped, SavedHolding};
 use crate::timers::{Timer, TimerTable};
@@ -692,8 +693,14 @@ impl Gateway {
         if let Some(e) = c.fatal.clone() {
             return self.fail(now, conn, e);
         }
-        if command == Some(Command::Help) {
-            return self.print_help(now, conn);
+        match &command {
+            Some(Command::Help) => return self.print_help(now, conn),
+            Some(Command::List) => {
+                let lines = listing(&self.forwards, &self.config, &key, conn, now);
+                return self.answer_and_exit(now, conn, lines);
+            }
+            Some(Command::Release(text)) => return self.release(now, conn, &key, text),
+            _ => {}
         }
         if !by_deadline && self.forwards.count_of(conn) == 0 {
             return self.fail(now, conn, SessionError::NoForwards);
@@ -737,16 +744,46 @@ impl Gateway {
     }
 
     fn print_help(&mut self, now: Instant, conn: ConnId) {
+        let lines = HELP.lines().map(str::to_owned).collect();
+        self.answer_and_exit(now, conn, lines);
+    }
+
+    /// A command that answers and is done (`help`, `list`, `release`): its lines on stdout, exit
+    /// status 0, and the connection closed (forwards it asked for are refused).
+    fn answer_and_exit(&mut self, now: Instant, conn: ConnId, lines: Vec<String>) {
         self.with_forwards(now, |f, fx| {
             f.refuse_owed(fx, conn);
             Ok(())
         });
-        for line in HELP.lines() {
-            self.print(conn, OutputStream::Stdout, line.to_owned());
+        for line in lines {
+            self.print(conn, OutputStream::Stdout, line);
         }
         self.actions.push_back(Action::Exit { conn, status: 0 });
         self.close(conn, CLOSED_BY_SERVER.to_owned());
         self.drop_connection(now, conn);
+    }
+
+    /// `release NAME|PORT`: one of the key's reservations ends now, and the address is free.
+    fn release(&mut self, now: Instant, conn: ConnId, key: &KeyFingerprint, text: &str) {
+        let address = match released_address(text, &self.config) {
+            Ok(address) => address,
+            Err(e) => return self.fail(now, conn, e),
+        };
+        match self.forwards.ownership.check(&address, key) {
+            Claim::Reclaimed { .. } => {
+                self.timers.cancel(&Timer::Reservation(address.clone()));
+                self.forwards.reservation_revoked(&address);
+                let shown = match &address {
+                    Address::Name(name) => name.to_string(),
+                    Address::Port(port) => format!("tcp port {port}"),
+                };
+                self.answer_and_exit(now, conn, vec![format!("released {shown}")]);
+            }
+            Claim::TakeOver { .. } => self.fail(now, conn, SessionError::ReleaseLive(text.into())),
+            Claim::Free | Claim::Taken | Claim::Reserved => {
+                self.fail(now, conn, SessionError::NotReserved(text.into()));
+            }
+        }
     }
 
     /// Ends a session with its error: one stderr line and an exit status if a session can show

@@ -17,6 +17,7 @@ mod gateway;
 mod ids;
 mod input;
 mod key_rules;
+mod listing;
 mod names;
 mod ownership;
 mod policy;

@@ -136,3 +136,52 @@ fn a_refused_session_leaves_a_neighbour_working() {
     assert_refused(&server, "no", &forward, &["frobnicate"], "frobnicate", 2);
     neighbour.assert_still_works(&server);
 }
+
+#[test]
+fn list_shows_a_users_endpoints_and_release_gives_a_reservation_back() {
+    let server = Server::start(&[]);
+    let local = LocalService::echo();
+    let mut web = Client::builder(&server)
+        .forward(format!("app:80:localhost:{}", local.port()))
+        .command(["http"])
+        .spawn();
+    let forwarding = web.wait_forwarding();
+    let list = || Client::spawn(&server, &[], &["list"], None).wait_exit(FAILURE_TIMEOUT);
+
+    let out = list();
+    assert_eq!(out.code(), Some(0), "{out}");
+    let url = forwarding.url.clone();
+    assert!(
+        out.stdout
+            .iter()
+            .any(|l| l.starts_with(&url) && l.ends_with("live")),
+        "{out}"
+    );
+
+    // The tunnel's client goes: its name stays reserved for the key, and list says for how long.
+    drop(web);
+    let deadline = std::time::Instant::now() + FAILURE_TIMEOUT;
+    let reserved = loop {
+        let out = list();
+        if out
+            .stdout
+            .iter()
+            .any(|l| l.starts_with("app.localhost") && l.contains("reserved for"))
+        {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(reserved, "the name never showed as reserved");
+    let out = Client::spawn(&server, &[], &["release", "app"], None).wait_exit(FAILURE_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(out.stdout, ["released app.localhost"]);
+    let out = list();
+    assert_eq!(
+        out.stdout,
+        ["Nothing is live or reserved for your key."],
+        "{out}"
+    );
+}

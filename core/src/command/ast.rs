@@ -18,13 +18,17 @@ pub enum Command {
     Tcp(StreamOptions),
     /// `tls [FLAGS]`: a TLS endpoint routed by SNI and passed through unterminated.
     Tls(StreamOptions),
+    /// `list`: print the caller's own endpoints and reservations and exit 0.
+    List,
+    /// `release NAME|PORT`: drop one of the caller's reservations and exit.
+    Release(String),
 }
 
 impl Command {
     /// The endpoint kind this command creates, `None` for `help`.
     pub fn kind(&self) -> Option<EndpointKind> {
         match self {
-            Command::Help => None,
+            Command::Help | Command::List | Command::Release(_) => None,
             Command::Http(_) => Some(EndpointKind::Http),
             Command::Tcp(_) => Some(EndpointKind::Tcp),
             Command::Tls(_) => Some(EndpointKind::Tls),

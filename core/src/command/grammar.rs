@@ -127,6 +127,15 @@ pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
     if is_help(first) || rest.iter().any(|w| is_help(w)) {
         return Ok(Some(Command::Help));
     }
+    match (first, rest.as_slice()) {
+        ("list", []) => return Ok(Some(Command::List)),
+        ("release", [address]) => return Ok(Some(Command::Release((*address).to_owned()))),
+        ("release", []) => return Err(CommandError::MissingName),
+        ("list" | "release", [_, extra, ..] | [extra]) => {
+            return Err(CommandError::UnexpectedArgument((*extra).into()))
+        }
+        _ => {}
+    }
     let kind = match first {
         "http" => EndpointKind::Http,
         "tcp" => EndpointKind::Tcp,
@@ -467,6 +476,8 @@ pub(crate) fn render(command: &Command) -> String {
     let mut push = |flag: Flag, v: &str| words.push(format!("{}={}", flag.name(), quote(v)));
     match command {
         Command::Help => return "help".to_owned(),
+        Command::List => return "list".to_owned(),
+        Command::Release(address) => return format!("release {}", quote(address)),
         Command::Http(o) => {
             for c in &o.basic_auth {
                 push(Flag::BasicAuth, &format!("{}:{}", c.user, c.password));

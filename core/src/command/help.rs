@@ -8,6 +8,8 @@ Commands:
   http    share an HTTP service at http(s)://NAME.DOMAIN   (remote port 80, 443 or 0)
   tcp     share any TCP service on a public port             (remote port 0, or a port in the server's range)
   tls     pass TLS through by SNI, never terminated          (remote port 443 or 0; needs a NAME)
+  list    print your endpoints and the names and ports reserved for your key (`ssh HOST list`)
+  release NAME|PORT   drop one of your reservations now (`ssh HOST release app`)
   help    print this text (also --help, -h; type `ssh HOST help` or `ssh HOST -- --help`)
   With no command, remote port 80 or 443 means http, anything else tcp.
 

@@ -17,6 +17,7 @@ pub mod key_watch;
 pub mod keys;
 pub mod killable;
 pub mod listeners;
+pub mod logging;
 pub mod net;
 pub mod proxy_accept;
 pub mod proxy_header;

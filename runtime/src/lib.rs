@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod access_log;
 pub mod admission;
 pub mod channel_io;
 pub mod config;
+pub mod counted;
 pub mod driver;
 pub mod holdings_file;
 pub mod http;

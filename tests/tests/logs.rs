@@ -1,5 +1,5 @@
 //! The server's own log: `--log-format json`, no colours into a pipe, and `--access-log`'s one
-//! line per visitor connection.
+//! line per visitor connection on every listener.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -7,6 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use serde_json::Value;
 use tunnel_e2e::http_service::HttpService;
 use tunnel_e2e::http_visitor::get_with;
+use tunnel_e2e::tls_tools::{curl, curl_result, presented_certificate, CertFiles, OpensslServer};
 use tunnel_e2e::{refusing_port, Client, LocalService, Server, FAILURE_TIMEOUT};
 
 /// A connection to `addr` whose every wait is bounded by [`FAILURE_TIMEOUT`].
@@ -204,6 +205,76 @@ fn an_http_keep_alive_connection_is_one_access_line_with_its_requests() {
             .len(),
         1,
         "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn https_visitors_are_logged_as_https_when_terminated_and_tls_when_passed_through() {
+    let server = Server::start(&["--access-log"]);
+    let https = server.https_addr();
+    let service = HttpService::start("web");
+    let mut web = Client::builder(&server)
+        .forward(format!("web:80:localhost:{}", service.port()))
+        .command(["http"])
+        .spawn();
+    web.wait_forwarding();
+    let cert = CertFiles::self_signed("passthrough-local", &["passthrough-local"]);
+    let local_tls = OpensslServer::start(&cert);
+    let mut pass = Client::builder(&server)
+        .forward(format!("pass:443:localhost:{}", local_tls.port()))
+        .command(["tls"])
+        .spawn();
+    pass.wait_forwarding();
+
+    // Terminated here, over HTTP/2: one request on the connection.
+    let out = curl("web.localhost", https.port(), "/", &["--http2"]);
+    if curl_result(&out) != ("2".to_owned(), 200) {
+        web.fail(&format!("curl --http2: expected 2 and 200\n{out}"));
+    }
+    let is_access = |l: &str, listener: &str| {
+        l.contains(" access: ") && text_field(l, "listener") == Some(listener)
+    };
+    let line = server.wait_log_line(|l| is_access(l, "https"), FAILURE_TIMEOUT);
+    let field = |key| text_field(&line, key).unwrap_or_else(|| panic!("no {key}= in {line}"));
+    assert_eq!(field("endpoint"), "web.localhost", "{line}");
+    assert_eq!(field("requests"), "1", "{line}");
+    assert_eq!(field("status_2xx"), "1", "{line}");
+    assert_eq!(field("end"), "closed", "{line}");
+    // TLS records both ways, so more than the request and the page.
+    assert!(
+        field("bytes_in").parse::<u64>().expect("a number") > 100,
+        "{line}"
+    );
+    assert!(
+        field("bytes_out").parse::<u64>().expect("a number") > 500,
+        "{line}"
+    );
+
+    // Passed through: the visitor's handshake reaches the local service's own certificate.
+    let (subject, _) = presented_certificate(https, "pass.localhost")
+        .unwrap_or_else(|out| pass.fail(&format!("no certificate\n{out}")));
+    assert!(subject.contains("passthrough-local"), "{subject}");
+    let line = server.wait_log_line(|l| is_access(l, "tls"), FAILURE_TIMEOUT);
+    let field = |key| text_field(&line, key).unwrap_or_else(|| panic!("no {key}= in {line}"));
+    assert_eq!(field("endpoint"), "pass.localhost", "{line}");
+    assert_eq!(
+        text_field(&line, "requests"),
+        None,
+        "no http fields: {line}"
+    );
+    assert!(
+        field("bytes_in").parse::<u64>().expect("a number") > 100,
+        "{line}"
+    );
+    assert!(
+        field("bytes_out").parse::<u64>().expect("a number") > 500,
+        "{line}"
+    );
+    assert_eq!(
+        server.log_lines_matching(|l| l.contains(" access: ")).len(),
+        2,
+        "one line per connection\n{}",
         server.log()
     );
 }

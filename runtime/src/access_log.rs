@@ -17,7 +17,7 @@
 //! - http and https only: `requests`, and `status_1xx` ... `status_5xx` for each class answered;
 //! - `end`: `closed` (finished cleanly), `refused` (with `reason`), `timed_out`, `cut` (the
 //!   tunnel or the copy broke, or the server stopped it), or `error` (with `reason`: a malformed
-//!   request, a failed TLS handshake).
+//!   request, a failed TLS handshake, a reset).
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -133,9 +133,11 @@ struct Filled {
 }
 
 impl AccessLog {
-    /// A record for the connection from `peer`, or nothing at all when `enabled` is false.
+    /// A record for the connection from `peer`, or nothing at all when `enabled` is false or
+    /// the log filter (`RUST_LOG`) drops the access target.
     pub fn start(enabled: bool, listener: Listener, peer: SocketAddr) -> AccessLog {
-        AccessLog(enabled.then(|| {
+        let logged = enabled && tracing::enabled!(target: TARGET, tracing::Level::INFO);
+        AccessLog(logged.then(|| {
             Arc::new(Record {
                 peer,
                 started: Instant::now(),
@@ -427,6 +429,23 @@ mod tests {
             let _stream = access.count(());
         });
         assert!(lines.is_empty(), "{lines:?}");
+    }
+
+    #[test]
+    fn a_filter_that_drops_the_target_records_nothing() {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,access=off"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(AccessLog::start(true, Listener::Tcp, peer()).0.is_none());
+            assert!(AccessLog::start(true, Listener::Tcp, peer()).0.is_none());
+        });
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn,access=info"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(AccessLog::start(true, Listener::Tcp, peer()).0.is_some());
+        });
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct DriverSettings {
     pub spill_dir: PathBuf,
     /// Proxies in front of the server whose forwarding headers are believed.
     pub trusted_proxies: tunnel_core::TrustedProxies,
+    /// Whether each visitor connection gets an access log line (`--access-log`).
+    pub access_log: bool,
 }
 
 pub(crate) struct ConnLink {

@@ -25,6 +25,7 @@ use tunnel_core::command::HttpOptions;
 use tunnel_core::{request_host, EndpointId, Input, Route, VisitorRefusal};
 
 use crate::accept::{accept, AcceptBackoff};
+use crate::access_log::{AccessLog, Listener};
 use crate::admission::{Admitted, VisitorPermit};
 use crate::driver::{ConnectionGone, Driver};
 use crate::http_headers::{prepare_request, prepare_response, wants_upgrade};
@@ -43,6 +44,9 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_H2_STREAMS: u32 = 100;
 
+/// Why a connection past `--max-visitor-connections-per-source` is closed, for the access log.
+pub(crate) const TOO_MANY_FROM_SOURCE: &str = "too many connections from this source";
+
 /// Serves the HTTP listener until it fails for good.
 pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     let mut backoff = AcceptBackoff::new("http");
@@ -57,11 +61,14 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
             else {
                 return;
             };
+            let access = AccessLog::start(driver.settings().access_log, Listener::Http, peer);
             // Past its source's connections it is closed here, before it costs more.
             let Some(_counted) = driver.enter_visitor_connection(peer.ip()) else {
+                access.refused(TOO_MANY_FROM_SOURCE);
                 return tracing::debug!(%peer, "too many connections from this source; closed");
             };
-            serve_connection(driver, stream, peer, Scheme::Http).await;
+            let stream = access.count(stream);
+            serve_connection(driver, stream, peer, Scheme::Http, access).await;
         });
     }
 }
@@ -86,12 +93,14 @@ impl Scheme {
     }
 }
 
-/// Serves one visitor connection: plain, or already TLS-terminated.
+/// Serves one visitor connection: plain, or already TLS-terminated. `access` gets each
+/// response's status and how the connection ended.
 pub async fn serve_connection<N: Net, S: ByteStream>(
     driver: Arc<Driver<N>>,
     stream: S,
     peer: SocketAddr,
     scheme: Scheme,
+    access: AccessLog,
 ) {
     let header_timeout = driver.settings().http_header_timeout;
     let exempt = Exempt::default();
@@ -102,6 +111,7 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
         scheme,
         upstream: Mutex::new(None),
         quiet_allowed: exempt,
+        access: access.clone(),
     });
     let service = service_fn(move |request| {
         let visitor = Arc::clone(&visitor);
@@ -159,8 +169,27 @@ pub async fn serve_connection<N: Net, S: ByteStream>(
             }
         }
     };
+    record_end(&access, &served);
     if let Err(error) = served {
         tracing::debug!(%peer, %error, "http visitor connection ended with an error");
+    }
+}
+
+/// How a served connection ended, for the access log: a timeout anywhere in the error's chain
+/// (hyper's header timer, the idle cut) is one.
+fn record_end(access: &AccessLog, served: &Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    let timed_out = |error: &(dyn std::error::Error + 'static)| {
+        std::iter::successors(Some(error), |e| e.source()).any(|e| {
+            e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+                || e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        })
+    };
+    match served {
+        Ok(()) => access.closed(),
+        Err(error) if timed_out(&**error) => access.timed_out(),
+        Err(error) => access.error(error),
     }
 }
 
@@ -172,6 +201,8 @@ struct Visitor<N: Net> {
     upstream: Mutex<Option<Upstream>>,
     /// Set once the connection is upgraded: a quiet WebSocket is normal.
     quiet_allowed: Exempt,
+    /// The connection's access record; an upgraded stream holds it until it ends.
+    access: AccessLog,
 }
 
 /// A visitor connection's channel to a tunnel, with an HTTP/1.1 client over it. A connection
@@ -203,6 +234,12 @@ impl ChannelPermit {
 
 impl<N: Net> Visitor<N> {
     async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let response = self.respond(request).await;
+        self.access.answered(response.status().as_u16());
+        response
+    }
+
+    async fn respond(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = tokio::time::Instant::now();
         // An HTTP/2 visitor sends requests concurrently: one that finds the cache in use goes
         // without it (and gets a channel of its own for this request).
@@ -266,10 +303,9 @@ impl<N: Net> Visitor<N> {
             .headers()
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        let admitted = self
-            .driver
-            .visit_by_host(host)?
-            .admit_request(self.peer.ip(), authorization)?;
+        let visit = self.driver.visit_by_host(host)?;
+        self.access.reached(&visit.route.address);
+        let admitted = visit.admit_request(self.peer.ip(), authorization)?;
         Ok((admitted, host.to_owned()))
     }
 
@@ -336,12 +372,17 @@ impl<N: Net> Visitor<N> {
                 self.quiet_allowed.set();
                 let local_upgrade = hyper::upgrade::on(&mut response);
                 let driver = Arc::clone(&self.driver);
+                let access = self.access.clone();
                 tokio::spawn(async move {
                     // An upgraded stream is a visitor for as long as it lives.
                     let _counted = permit;
                     if let (Ok(visitor), Ok(local)) = tokio::join!(visitor_upgrade, local_upgrade) {
                         let (visitor, local) = (TokioIo::new(visitor), TokioIo::new(local));
-                        crate::tcp::pipe(&driver, visitor, local, Vec::new(), gone).await;
+                        if crate::tcp::pipe(&driver, visitor, local, Vec::new(), gone).await {
+                            access.closed();
+                        } else {
+                            access.cut();
+                        }
                     }
                 });
             }

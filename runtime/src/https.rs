@@ -12,9 +12,10 @@ use tunnel_core::command::EndpointKind;
 use tunnel_core::{ClientHello, ClientHelloReader};
 
 use crate::accept::{accept, AcceptBackoff};
+use crate::access_log::{AccessLog, Listener};
 use crate::admission::Admitted;
 use crate::driver::Driver;
-use crate::http::Scheme;
+use crate::http::{Scheme, TOO_MANY_FROM_SOURCE};
 use crate::net::{Accepted, ByteStream, Net};
 use crate::proxy_accept::proxied;
 use crate::replay::Replayed;
@@ -47,11 +48,14 @@ pub async fn serve<N: Net>(
             else {
                 return;
             };
+            let access = AccessLog::start(driver.settings().access_log, Listener::Https, peer);
             // Counted with the http listener's: one budget per source (see http::serve).
             let Some(_counted) = driver.enter_visitor_connection(peer.ip()) else {
+                access.refused(TOO_MANY_FROM_SOURCE);
                 return tracing::debug!(%peer, "too many connections from this source; closed");
             };
-            serve_connection(driver, acceptor, certs, stream, peer, local).await;
+            let stream = access.count(stream);
+            serve_connection(driver, acceptor, certs, stream, peer, local, &access).await;
         });
     }
 }
@@ -63,6 +67,7 @@ async fn serve_connection<N: Net, S: ByteStream>(
     mut stream: S,
     peer: SocketAddr,
     local: SocketAddr,
+    access: &AccessLog,
 ) {
     let mut received = Vec::with_capacity(2048);
     let mut reader = ClientHelloReader::default();
@@ -81,22 +86,32 @@ async fn serve_connection<N: Net, S: ByteStream>(
     .await;
     let name = match hello {
         Ok(Some(ClientHello::ServerName(name))) => name,
-        Ok(Some(ClientHello::NoServerName)) => return refuse(stream).await,
+        Ok(Some(ClientHello::NoServerName)) => {
+            access.refused("no server name in the ClientHello");
+            return refuse(stream).await;
+        }
         // Not TLS, a visitor that left, or one too slow: nothing to say.
-        _ => return,
+        Ok(Some(_)) => return access.error("not a TLS ClientHello"),
+        Ok(None) => return access.closed(),
+        Err(_) => return access.timed_out(),
     };
     let visit = match driver.visit_by_sni(&name) {
         Ok(visit) => visit,
         // DOMAIN itself and unknown names under it: terminated with the server's certificate,
         // which covers them, so a browser shows the page (the server's own, or a 404).
         Err(refusal) if refusal.answered_over_tls() => {
-            return terminate(driver, acceptor, stream, received, peer).await;
+            return terminate(driver, acceptor, stream, received, peer, access).await;
         }
         // A name outside DOMAIN: no certificate of ours covers it, the handshake fails as TLS says.
-        Err(_) => return refuse(stream).await,
+        Err(refusal) => {
+            access.refused(&refusal);
+            return refuse(stream).await;
+        }
     };
     match visit.route.policy.kind() {
         EndpointKind::Tls => {
+            access.listener(Listener::Tls);
+            access.reached(&visit.route.address);
             let Admitted {
                 route,
                 handle,
@@ -105,7 +120,10 @@ async fn serve_connection<N: Net, S: ByteStream>(
             } = match visit.admit_connection(peer.ip()) {
                 Ok(admitted) => admitted,
                 // tls visitors are refused by closing their connection.
-                Err(refusal) => return tracing::debug!(%peer, %refusal, "tls visitor refused"),
+                Err(refusal) => {
+                    access.refused(&refusal);
+                    return tracing::debug!(%peer, %refusal, "tls visitor refused");
+                }
             };
             let mut prefix = route
                 .policy
@@ -113,16 +131,20 @@ async fn serve_connection<N: Net, S: ByteStream>(
                 .map(|version| crate::proxy_header::encode(version, peer, local))
                 .unwrap_or_default();
             prefix.extend_from_slice(&received);
-            crate::tcp::open_and_pipe(&driver, &route, &handle, gone, stream, peer, prefix).await;
+            crate::tcp::open_and_pipe(&driver, &route, &handle, gone, stream, peer, prefix, access)
+                .await;
         }
         // Terminated here; each request is then admitted like one on the http listener.
         EndpointKind::Http => {
             drop(visit);
             certs.cover(&name.to_ascii_lowercase());
-            terminate(driver, acceptor, stream, received, peer).await;
+            terminate(driver, acceptor, stream, received, peer, access).await;
         }
         // The core routes no tcp endpoint by name.
-        EndpointKind::Tcp => refuse(stream).await,
+        EndpointKind::Tcp => {
+            access.refused(format_args!("{name} is not a tls or http tunnel"));
+            refuse(stream).await;
+        }
     }
 }
 
@@ -134,15 +156,25 @@ async fn terminate<N: Net, S: ByteStream>(
     stream: S,
     received: Vec<u8>,
     peer: SocketAddr,
+    access: &AccessLog,
 ) {
     let replayed = Replayed::new(stream, received);
     // The handshake is bounded like the ClientHello: a visitor that stops halfway holds
     // nothing for long.
     let handshake = driver.settings().tls_hello_timeout;
     match tokio::time::timeout(handshake, acceptor.accept(replayed)).await {
-        Ok(Ok(tls)) => crate::http::serve_connection(driver, tls, peer, Scheme::Https).await,
-        Ok(Err(error)) => tracing::debug!(%peer, %error, "tls handshake failed"),
-        Err(_) => tracing::debug!(%peer, "tls handshake not finished in time"),
+        Ok(Ok(tls)) => {
+            let access = access.clone();
+            crate::http::serve_connection(driver, tls, peer, Scheme::Https, access).await;
+        }
+        Ok(Err(error)) => {
+            access.error(format_args!("tls handshake failed: {error}"));
+            tracing::debug!(%peer, %error, "tls handshake failed");
+        }
+        Err(_) => {
+            access.timed_out();
+            tracing::debug!(%peer, "tls handshake not finished in time");
+        }
     }
 }
 

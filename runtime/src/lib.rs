@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod access_log;
 pub mod admission;
 pub mod channel_io;
 pub mod config;
+pub mod counted;
 pub mod driver;
 pub mod holdings_file;
 pub mod http;
@@ -17,6 +19,7 @@ pub mod key_watch;
 pub mod keys;
 pub mod killable;
 pub mod listeners;
+pub mod logging;
 pub mod net;
 pub mod proxy_accept;
 pub mod proxy_header;

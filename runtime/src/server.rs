@@ -201,6 +201,7 @@ pub async fn start_inheriting<N: Net>(
         spill_dir: config.spill_dir.clone(),
         trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone())
             .with_proxy_protocol(config.accept_proxy_proto),
+        access_log: config.access_log,
     };
     let mut gateway = Gateway::new(core, rng);
     crate::holdings_file::restore(&mut gateway, &config.state_dir);

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use russh::server::Handle;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tunnel_core::{Route, VisitorRefusal};
+use tunnel_core::{Address, Route, VisitorRefusal};
 
 use crate::accept::{accept, AcceptBackoff};
+use crate::access_log::{AccessLog, Listener};
 use crate::admission::Admitted;
 use crate::driver::{ConnectionGone, Driver};
 use crate::net::{Accepted, ByteStream, Net};
@@ -61,7 +62,10 @@ pub async fn serve_listener<N: Net>(
             else {
                 return;
             };
-            serve_visitor(driver, port, visitor, peer, local).await;
+            let access = AccessLog::start(driver.settings().access_log, Listener::Tcp, peer);
+            access.reached(&Address::Port(port));
+            let visitor = access.count(visitor);
+            serve_visitor(driver, port, visitor, peer, local, &access).await;
         });
     }
 }
@@ -72,6 +76,7 @@ async fn serve_visitor<N: Net, S: ByteStream>(
     visitor: S,
     peer: SocketAddr,
     local: SocketAddr,
+    access: &AccessLog,
 ) {
     let admitted = driver
         .visit_by_port(port)
@@ -84,19 +89,26 @@ async fn serve_visitor<N: Net, S: ByteStream>(
     } = match admitted {
         Ok(admitted) => admitted,
         // tcp visitors are refused by closing their connection.
-        Err(refusal) => return tracing::debug!(%peer, port, %refusal, "visitor refused"),
+        Err(refusal) => {
+            access.refused(&refusal);
+            return tracing::debug!(%peer, port, %refusal, "visitor refused");
+        }
     };
     let prefix = route
         .policy
         .proxy_protocol()
         .map(|version| proxy_header::encode(version, peer, local))
         .unwrap_or_default();
-    open_and_pipe(&driver, &route, &handle, gone, visitor, peer, prefix).await;
+    open_and_pipe(
+        &driver, &route, &handle, gone, visitor, peer, prefix, access,
+    )
+    .await;
 }
 
 /// Opens the visitor's `forwarded-tcpip` channel (RFC 4254 §7.2: the forward's bind address and
 /// port, then the visitor as originator) and pipes through it, `prefix` first. A client that
 /// refuses the channel or does not answer in time costs only this visitor its connection.
+#[allow(clippy::too_many_arguments)] // each is the visitor's own; a struct would only rename them
 pub async fn open_and_pipe<N: Net>(
     driver: &Driver<N>,
     route: &Route,
@@ -105,17 +117,22 @@ pub async fn open_and_pipe<N: Net>(
     visitor: impl ByteStream,
     peer: SocketAddr,
     prefix: Vec<u8>,
+    access: &AccessLog,
 ) {
     let channel = match open_channel(driver, route, handle, peer).await {
         Ok(channel) => channel,
         Err(error) => {
-            return tracing::debug!(%peer, endpoint = %route.endpoint, %error, "no channel")
+            access.refused(&error);
+            return tracing::debug!(%peer, endpoint = %route.endpoint, %error, "no channel");
         }
     };
     // After a clean end the client closes the channel; a broken pipe is closed from here (see
     // channel_io for why not on drop).
     let (io, closer) = crate::channel_io::split(channel, &driver.spills);
-    if !pipe(driver, visitor, io, prefix, gone).await {
+    if pipe(driver, visitor, io, prefix, gone).await {
+        access.closed();
+    } else {
+        access.cut();
         let _ = closer.close().await;
     }
 }

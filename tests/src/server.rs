@@ -88,6 +88,8 @@ pub struct ServerBuilder {
     config: Option<String>,
     /// A program that runs the server (given as its arguments) in its stead.
     wrapper: Vec<String>,
+    /// Variables taken out of the server's environment, the harness's own included.
+    env_removed: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -105,6 +107,13 @@ impl ServerBuilder {
 
     pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Starts the server without the environment variable `name`, even one the harness sets
+    /// (`NO_COLOR`, to see what the server does without it).
+    pub fn env_remove(mut self, name: &str) -> Self {
+        self.env_removed.push(name.to_owned());
         self
     }
 
@@ -188,6 +197,9 @@ impl ServerBuilder {
             Some(filter) => command.env("RUST_LOG", filter),
             None => command.env_remove("RUST_LOG"),
         };
+        for name in &self.env_removed {
+            command.env_remove(name);
+        }
         let description = format!("{} {}", binary.display(), args.join(" "));
         let mut child = command
             .spawn()

@@ -20,6 +20,8 @@ use std::time::Duration;
 use clap::FromArgMatches;
 use tunnel_core::SpillLimits;
 
+use crate::logging::LogFormat;
+
 pub use error::{ConfigError, Origin, Setting};
 pub use values::{ValueError, MIN_CHANNEL_WINDOW};
 
@@ -100,6 +102,10 @@ pub struct ServerConfig {
     pub spill_dir: PathBuf,
     /// What slow visitors may make the server hold, in memory and on disk.
     pub spill: SpillLimits,
+    /// How the log on stderr is written.
+    pub log_format: LogFormat,
+    /// Whether each visitor connection gets an access log line when it ends.
+    pub access_log: bool,
 }
 
 /// `--tls-cert` and `--tls-key`, which are only valid together.
@@ -197,6 +203,8 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
             s.spill_max_per_visitor,
             s.spill_max_total,
         ),
+        log_format: s.log_format,
+        access_log: s.access_log,
     })
 }
 

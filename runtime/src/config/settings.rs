@@ -154,6 +154,12 @@ pub(super) struct Settings {
     /// Data all visitors may have waiting on disk; past it the largest is cut [default: 8GiB]
     #[arg(long, value_name = "BYTES", value_parser = Rule(values::byte_size))]
     pub spill_max_total: u64,
+    /// Log format on stderr: text, or json (one object per line) [default: text]
+    #[arg(long, value_name = "FORMAT", value_parser = Rule(values::log_format))]
+    pub log_format: crate::logging::LogFormat,
+    /// One log line per visitor connection when it ends, on the target "access" [default: false]
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = Rule(values::switch))]
+    pub access_log: bool,
 }
 
 /// The built-in defaults, parsed like flags. Each flag's help repeats its default (a test
@@ -191,6 +197,8 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("spill-memory-per-visitor", "256KiB"),
     ("spill-max-per-visitor", "1GiB"),
     ("spill-max-total", "8GiB"),
+    ("log-format", "text"),
+    ("access-log", "false"),
 ];
 
 /// The command every source is parsed with. No flag is required: the defaults are a source of

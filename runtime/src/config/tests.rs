@@ -72,6 +72,8 @@ fn defaults_with_no_args() {
             channel_window: 8 * 1024 * 1024,
             spill_dir: PathBuf::from("./tunnel-state/spill"),
             spill: tunnel_core::SpillLimits::new(256 * 1024, 1 << 30, 8 << 30),
+            log_format: LogFormat::Text,
+            access_log: false,
         }
     );
 }
@@ -266,12 +268,14 @@ fn file_accepts_every_flag_name() {
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
         trusted-proxies = ["10.0.0.0/8", "192.0.2.7"]
         accept-proxy-proto = true
+        log-format = "json"
+        access-log = true
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(
         known_keys().len(),
-        39,
+        41,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -332,6 +336,7 @@ fn file_accepts_every_flag_name() {
         ]
     );
     assert!(c.accept_proxy_proto);
+    assert_eq!((c.log_format, c.access_log), (LogFormat::Json, true));
     assert_eq!(c.key_quotas[0].0.as_str(), "SHA256:abc+/");
     assert_eq!(
         c.key_quotas[0].1,
@@ -533,6 +538,31 @@ fn accept_proxy_proto_is_a_switch_that_needs_trusted_proxies() {
     ));
     let off = config(&["--config", arg(&path), "--accept-proxy-proto=false"]).expect("valid");
     assert!(!off.accept_proxy_proto);
+}
+
+#[test]
+fn log_format_and_access_log() {
+    let c = config(&["--log-format", "json", "--access-log"]).expect("valid");
+    assert_eq!((c.log_format, c.access_log), (LogFormat::Json, true));
+    let c = config(&["--log-format=text", "--access-log=false"]).expect("valid");
+    assert_eq!((c.log_format, c.access_log), (LogFormat::Text, false));
+    assert_eq!(
+        error(&["--log-format", "JSON"]),
+        r#"invalid --log-format "JSON": expected text or json"#
+    );
+    // `--access-log` alone does not take the next argument as its value.
+    let c = config(&["--access-log", "--log-format", "json"]).expect("valid");
+    assert!(c.access_log);
+    let (_dir, path) = config_file("log-format = \"yaml\"\n");
+    assert_eq!(
+        config(&["--config", arg(&path)])
+            .expect_err("not a format")
+            .to_string(),
+        format!(
+            r#"invalid log-format "yaml" (config file {}): expected text or json"#,
+            path.display()
+        )
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tunnel_core::{KeyFingerprint, KeyQuota};
 
+use crate::logging::LogFormat;
+
 use thiserror::Error;
 
 /// Smallest accepted `--channel-window`, in bytes.
@@ -54,6 +56,8 @@ pub enum ValueError {
     Cidr,
     #[error("expected true or false")]
     Switch,
+    #[error("expected text or json")]
+    LogFormat,
     #[error("expected SHA256:FINGERPRINT=NAMES,TCP_PORTS, e.g. SHA256:AbC...=200,50 (the key as ssh-keygen -l prints it)")]
     KeyQuota,
 }
@@ -163,6 +167,15 @@ pub(super) fn switch(text: &str) -> Result<bool, ValueError> {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(ValueError::Switch),
+    }
+}
+
+/// `text` or `json`.
+pub(super) fn log_format(text: &str) -> Result<LogFormat, ValueError> {
+    match text.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(ValueError::LogFormat),
     }
 }
 

@@ -106,7 +106,7 @@ impl EndpointPolicy {
 
 /// `http://name.domain:8080`, `tcp://domain:20007`, `tls://name.domain:8443`; an http endpoint
 /// asked for on remote port 443 is shown as `https://`.
-fn public_url(route: &Route, asked_port: u32, config: &GatewayConfig) -> String {
+pub(crate) fn public_url(route: &Route, asked_port: u32, config: &GatewayConfig) -> String {
     let with_port = |scheme: &str, host: &str, port: u16, default: u16| {
         if port == default {
             format!("{scheme}://{host}")

@@ -12,7 +12,7 @@ use crate::authorized::{KeyList, Revoked};
 use crate::certificates::{certificate_login, CertificateLogin, UserCertificate};
 use crate::command::{parse_command_line, Command, EndpointKind, HELP};
 use crate::config::GatewayConfig;
-use crate::endpoints::{inspect_line, Route};
+use crate::endpoints::{inspect_line, public_url, Route};
 use crate::error::{ForwardError, SessionError, Shown};
 use crate::forward::Asked;
 use crate::forwards::{Effects, Forwards};
@@ -24,6 +24,7 @@ use crate::ownership::{Address, Holding};
 use crate::ports::TcpPortPool;
 use crate::saved::{RestoreSkipped, SavedHolding};
 use crate::timers::{Timer, TimerTable};
+use crate::views::{ConnectionView, EndpointView, ReleaseOutcome, ReservationView};
 use crate::visitors::{visitor_source, Entrance, VisitorRefusal};
 
 /// The syntax version this server speaks, selected by the SSH user `v2`.
@@ -34,6 +35,10 @@ pub const CLOSED_BY_SERVER: &str = "closed by the tunnel server";
 
 /// The disconnect message, and the start of the session line, when the server stops.
 pub const SERVER_RESTARTING: &str = "server restarting";
+
+/// The session line (or disconnect message) of a connection the operator closed, before the
+/// reason given.
+pub const KICKED: &str = "disconnected by the operator";
 
 /// The sans-IO gateway engine: every SSH connection, forward, name and port of one server.
 ///
@@ -78,6 +83,8 @@ pub struct Gateway {
 
 struct Connection {
     peer: SocketAddr,
+    /// When the gateway was told of it, for the operator's view.
+    opened: Instant,
     /// Set once authenticated: the identity that owns names (the key's fingerprint, or a
     /// certificate's CA and principal).
     key: Option<KeyFingerprint>,
@@ -196,6 +203,13 @@ impl Gateway {
             Input::Bound { endpoint } => self.bind_answered(now, endpoint, true),
             Input::BindFailed { endpoint } => self.bind_answered(now, endpoint, false),
             Input::AuthorizedKeysChanged { keys } => self.authorized_keys_changed(now, keys),
+            Input::Kick { conn, reason } => self.kick(now, conn, reason.as_deref()),
+            Input::Release { address } => {
+                if self.release_outcome(&address) == ReleaseOutcome::Released {
+                    self.timers.cancel(&Timer::Reservation(address.clone()));
+                    self.forwards.reservation_revoked(&address);
+                }
+            }
             Input::HttpRequestCompleted {
                 endpoint,
                 method,
@@ -416,6 +430,85 @@ impl Gateway {
             .map(|(a, h)| (a, &h.owner, matches!(h.holding, Holding::Live { .. })))
     }
 
+    // ---- the operator's view -----------------------------------------------------------------
+
+    /// Every connection, in id order, with its age at `now` and its live endpoints.
+    pub fn connections_view(&self, now: Instant) -> Vec<ConnectionView> {
+        self.conns
+            .iter()
+            .map(|(&conn, c)| ConnectionView {
+                conn,
+                key: c.key.clone(),
+                peer: c.peer,
+                connected_for: now.saturating_duration_since(c.opened),
+                endpoints: self
+                    .forwards
+                    .live_of(conn)
+                    .map(|(_, r)| r.endpoint)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Every live endpoint, in id order, with its public URL as its `Forwarding` line shows it.
+    pub fn endpoints_view(&self) -> Vec<EndpointView> {
+        self.forwards
+            .live()
+            .filter_map(|(asked_port, route)| {
+                let key = self.conns.get(&route.conn)?.key.clone()?;
+                Some(EndpointView {
+                    endpoint: route.endpoint,
+                    conn: route.conn,
+                    kind: route.policy.kind(),
+                    url: public_url(route, asked_port, &self.config),
+                    address: route.address.clone(),
+                    key,
+                })
+            })
+            .collect()
+    }
+
+    /// Every reservation, in address order, with the time left of it at `now`.
+    pub fn reservations_view(&self, now: Instant) -> Vec<ReservationView> {
+        self.forwards
+            .ownership
+            .holders()
+            .filter_map(|(address, h)| match h.holding {
+                Holding::Reserved { until } => Some(ReservationView {
+                    address: address.clone(),
+                    key: h.owner.clone(),
+                    left: until.saturating_duration_since(now),
+                }),
+                Holding::Live { .. } => None,
+            })
+            .collect()
+    }
+
+    /// What [`Input::Release`] of `address` would do now. Changes nothing.
+    pub fn release_outcome(&self, address: &Address) -> ReleaseOutcome {
+        let ownership = &self.forwards.ownership;
+        if ownership.is_reserved(address) {
+            ReleaseOutcome::Released
+        } else if ownership.is_held(address) {
+            ReleaseOutcome::Live
+        } else {
+            ReleaseOutcome::NotHeld
+        }
+    }
+
+    /// The operator ends a connection: its session reads why, and its names and ports are
+    /// reserved for its key as after any disconnect.
+    fn kick(&mut self, now: Instant, conn: ConnId, reason: Option<&str>) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let line = match reason.map(one_line).filter(|r| !r.is_empty()) {
+            Some(reason) => format!("{KICKED}: {reason}"),
+            None => KICKED.to_owned(),
+        };
+        self.end_session(now, conn, line, 1);
+    }
+
     // ---- connections --------------------------------------------------------------------------
 
     fn connection_opened(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
@@ -445,6 +538,7 @@ impl Gateway {
             conn,
             Connection {
                 peer,
+                opened: now,
                 key: None,
                 login: Login::Key,
                 fatal: None,
@@ -975,6 +1069,18 @@ impl Gateway {
             Session::NotYet(_) | Session::Closed => {}
         }
     }
+}
+
+/// An operator's text made one printable line: control characters (a newline could forge a
+/// second line in the user's terminal) become spaces, and it is cut at 200 characters.
+fn one_line(text: &str) -> String {
+    const MAX: usize = 200;
+    text.chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// The user-name rule: `v2` or any non-version name means our syntax; `v<digits>` otherwise is

@@ -79,6 +79,8 @@ pub struct Gateway {
     actions: VecDeque<Action>,
     /// Set by [`Input::Stopping`]: new connections are closed.
     stopping: bool,
+    /// Sessions ended by an error, by [`SessionError::reason`], for metrics.
+    refusals: BTreeMap<&'static str, u64>,
 }
 
 struct Connection {
@@ -144,6 +146,7 @@ impl Gateway {
             timers: TimerTable::default(),
             actions: VecDeque::new(),
             stopping: false,
+            refusals: BTreeMap::new(),
         }
     }
 
@@ -509,6 +512,12 @@ impl Gateway {
         self.end_session(now, conn, line, 1);
     }
 
+    /// How many sessions each kind of refusal ended since start, by [`SessionError::reason`]
+    /// (an error told once the command is known counts then). For metrics: the counts only grow.
+    pub fn refusal_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.refusals.iter().map(|(&reason, &n)| (reason, n))
+    }
+
     // ---- connections --------------------------------------------------------------------------
 
     fn connection_opened(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
@@ -861,6 +870,7 @@ impl Gateway {
             c.fatal.get_or_insert(error);
             return;
         }
+        *self.refusals.entry(error.reason()).or_default() += 1;
         self.end_session(now, conn, error.user_line(), error.exit_status());
     }
 

@@ -166,3 +166,22 @@ fn an_address_text_names_what_the_views_show() {
     assert_eq!(n.to_string(), "app.localhost");
     assert_eq!(Address::Port(20001).to_string(), "20001");
 }
+
+#[test]
+fn refusals_are_counted_by_a_fixed_reason_name() {
+    let mut h = Harness::builder()
+        .limits(tunnel_core::Limits::default().with_names_per_key(1))
+        .build();
+    h.tunnel("alice", &[("app", 80)], "http");
+    let (second, _) = h.tunnel("alice", &[("other", 80)], "http");
+    assert!(h.is_closed(second));
+    let (bob, _) = h.tunnel("bob", &[("app", 80)], "http");
+    assert!(h.is_closed(bob));
+    let (bad, _) = h.tunnel("carol", &[("x", 80)], "http --nope");
+    assert!(h.is_closed(bad));
+    let counts: Vec<_> = h.gw.refusal_counts().collect();
+    assert_eq!(
+        counts,
+        [("bad_command", 1), ("name_quota", 1), ("name_taken", 1)]
+    );
+}

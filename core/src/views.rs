@@ -54,6 +54,7 @@ pub struct ReservationView {
 
 /// What an operator's [`Input::Release`](crate::Input::Release) of an address found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReleaseOutcome {
     /// It was reserved: it is free now.
     Released,

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use russh::server::Handle;
 use tokio::sync::{watch, Notify};
-use tunnel_core::{Action, ConnId, EndpointId, Gateway, Input, Reply, RequestId};
+use tunnel_core::{
+    Action, Address, ConnId, EndpointId, Gateway, Input, ReleaseOutcome, Reply, RequestId,
+};
 
 use crate::admission::{SourceConnections, VisitorLimits};
 use crate::listeners::Listeners;
@@ -42,6 +44,8 @@ pub struct DriverSettings {
     pub spill_dir: PathBuf,
     /// Proxies in front of the server whose forwarding headers are believed.
     pub trusted_proxies: tunnel_core::TrustedProxies,
+    /// `--metrics-per-endpoint`: series labelled with each endpoint's name or port.
+    pub metrics_per_endpoint: bool,
 }
 
 pub(crate) struct ConnLink {
@@ -138,6 +142,8 @@ pub struct Driver<N: Net> {
     pub spills: Arc<Spills>,
     /// Open connections to the http and https listeners, per source.
     pub(crate) visitor_connections: Arc<SourceConnections>,
+    /// What `/metrics` and the admin API report.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Current time for the core: tokio's clock, so simulations run on simulated time.
@@ -161,13 +167,14 @@ impl<N: Net> Driver<N> {
             }),
             spills: Spills::new(*gateway_spill_limits, settings.spill_dir.clone()),
             net,
-            settings,
             timer_changed: Notify::new(),
             holdings_moved: Notify::new(),
             holdings_seen: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             stats: Stats::default(),
             visitor_connections,
+            metrics: Arc::new(crate::metrics::Metrics::new(settings.metrics_per_endpoint)),
+            settings,
         })
     }
 
@@ -222,13 +229,44 @@ impl<N: Net> Driver<N> {
         let mutate = |state: &mut State<N::Listener>| {
             // The link goes in the same lock as the connection's routes, so no visitor finds a
             // route whose connection is gone.
-            if let Input::ConnectionClosed { conn } = &input {
-                state.conns.remove(conn);
+            match &input {
+                Input::ConnectionClosed { conn } => {
+                    state.conns.remove(conn);
+                }
+                Input::ConnectionOpened { .. } => self.metrics.connection_opened(),
+                _ => {}
             }
             state.gateway.handle(now(), input);
         };
         self.run(mutate, &mut answers).await;
         answers
+    }
+
+    /// The operator closes `conn` (see [`Input::Kick`]); false if no such connection is open.
+    pub async fn kick(self: &Arc<Self>, conn: ConnId, reason: Option<String>) -> bool {
+        let mut found = false;
+        let mutate = |state: &mut State<N::Listener>| {
+            found = state
+                .gateway
+                .connections_view(now())
+                .iter()
+                .any(|c| c.conn == conn);
+            state.gateway.handle(now(), Input::Kick { conn, reason });
+        };
+        self.run(mutate, &mut Answers::default()).await;
+        found
+    }
+
+    /// The operator drops a reservation (see [`Input::Release`]): what the core found, decided
+    /// under the same lock as the release itself.
+    pub async fn release(self: &Arc<Self>, address: Address) -> ReleaseOutcome {
+        let mut outcome = ReleaseOutcome::NotHeld;
+        let mutate = |state: &mut State<N::Listener>| {
+            outcome = state.gateway.release_outcome(&address);
+            state.gateway.handle(now(), Input::Release { address });
+        };
+        self.run(mutate, &mut Answers::default()).await;
+        outcome
     }
 
     /// Runs the core's deadlines for as long as the driver lives.
@@ -315,10 +353,22 @@ impl<N: Net> Driver<N> {
         answers: &mut Answers,
     ) -> Vec<(EndpointId, u16)> {
         let mut binds = Vec::new();
+        let mut certificate_refused = None;
         for action in actions {
             match action {
-                Action::Auth { conn, accepted } => answers.auths.push((conn, accepted)),
+                Action::Auth { conn, accepted } => {
+                    if !accepted {
+                        let by_certificate = certificate_refused == Some(conn);
+                        self.metrics.auth_failed(if by_certificate {
+                            "certificate"
+                        } else {
+                            "key"
+                        });
+                    }
+                    answers.auths.push((conn, accepted));
+                }
                 Action::CertificateRefused { conn, reason } => {
+                    certificate_refused = Some(conn);
                     tracing::warn!(%conn, "certificate login refused: {reason}");
                 }
                 Action::SessionAnswer { conn, accepted } => {
@@ -333,12 +383,14 @@ impl<N: Net> Driver<N> {
                 Action::Unbind { endpoint, port } => state.listeners.unbind(endpoint, port),
                 Action::RouteAdded(route) => {
                     tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
-                    state.visitor_limits.route_added(&route);
+                    let stats = self.metrics.route_added(&route);
+                    state.visitor_limits.route_added(&route, stats);
                     self.start_accepting(&mut state.listeners, &route);
                 }
                 Action::RouteRemoved(endpoint) => {
                     tracing::debug!(%endpoint, "route removed");
                     state.visitor_limits.route_removed(endpoint);
+                    self.metrics.route_removed(endpoint);
                 }
                 Action::Print { conn, stream, line } => {
                     state.outgoing(conn, Outgoing::Print(stream, line));

@@ -203,6 +203,24 @@ impl ChannelPermit {
 
 impl<N: Net> Visitor<N> {
     async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let mut endpoint = None;
+        let response = self.answer(request, &mut endpoint).await;
+        let stats = endpoint
+            .as_ref()
+            .map(|permit_stats: &Arc<_>| &**permit_stats);
+        self.driver
+            .metrics
+            .http_response(stats, response.status().as_u16());
+        response
+    }
+
+    /// The response to one request; `endpoint` is set to the numbers of the endpoint it was let
+    /// in to.
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        endpoint: &mut Option<Arc<crate::metrics::EndpointStats>>,
+    ) -> Response<ResponseBody> {
         let started = tokio::time::Instant::now();
         // An HTTP/2 visitor sends requests concurrently: one that finds the cache in use goes
         // without it (and gets a channel of its own for this request).
@@ -216,8 +234,12 @@ impl<N: Net> Visitor<N> {
         }
         let (admitted, host) = match self.admit(&request) {
             Ok(admitted) => admitted,
-            Err(refusal) => return refusal_page(&refusal),
+            Err(refusal) => {
+                self.driver.metrics.visitor_refused(&refusal);
+                return refusal_page(&refusal);
+            }
         };
+        *endpoint = Some(Arc::clone(admitted.permit.stats()));
         let route = Arc::clone(&admitted.route);
         let Some(options) = route.policy.http() else {
             // The core routes requests to http endpoints only; this names its answer if not.
@@ -373,6 +395,7 @@ impl<N: Net> Visitor<N> {
         let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer).await?;
         // A clean end sends EOF and lets the client close; a broken one closes from here.
         let (io, closer) = crate::channel_io::split(channel, &self.driver.spills);
+        let io = io.counted(self.driver.metrics.endpoint(route.endpoint));
         let (sender, connection) = client::Builder::new()
             .handshake(TokioIo::new(io))
             .await

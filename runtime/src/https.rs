@@ -93,7 +93,10 @@ async fn serve_connection<N: Net, S: ByteStream>(
             return terminate(driver, acceptor, stream, received, peer).await;
         }
         // A name outside DOMAIN: no certificate of ours covers it, the handshake fails as TLS says.
-        Err(_) => return refuse(stream).await,
+        Err(refusal) => {
+            driver.metrics.visitor_refused(&refusal);
+            return refuse(stream).await;
+        }
     };
     match visit.route.policy.kind() {
         EndpointKind::Tls => {
@@ -105,7 +108,10 @@ async fn serve_connection<N: Net, S: ByteStream>(
             } = match visit.admit_connection(peer.ip()) {
                 Ok(admitted) => admitted,
                 // tls visitors are refused by closing their connection.
-                Err(refusal) => return tracing::debug!(%peer, %refusal, "tls visitor refused"),
+                Err(refusal) => {
+                    driver.metrics.visitor_refused(&refusal);
+                    return tracing::debug!(%peer, %refusal, "tls visitor refused");
+                }
             };
             let mut prefix = route
                 .policy

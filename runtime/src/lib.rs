@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod admin;
+mod admin_page;
 pub mod admission;
 pub mod channel_io;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod key_watch;
 pub mod keys;
 pub mod killable;
 pub mod listeners;
+pub mod metrics;
 pub mod net;
 pub mod proxy_accept;
 pub mod proxy_header;

@@ -183,6 +183,7 @@ mod tests {
             close_grace: Duration::from_secs(1),
             spill_dir: std::env::temp_dir(),
             trusted_proxies: tunnel_core::TrustedProxies::default(),
+            metrics_per_endpoint: false,
         };
         let driver = Driver::new(gateway, HeldBinds(Arc::clone(&gate)), settings);
         let endpoint = EndpointId::from_raw(7);

@@ -72,6 +72,9 @@ fn defaults_with_no_args() {
             channel_window: 8 * 1024 * 1024,
             spill_dir: PathBuf::from("./tunnel-state/spill"),
             spill: tunnel_core::SpillLimits::new(256 * 1024, 1 << 30, 8 << 30),
+            admin_addr: None,
+            admin_token_file: None,
+            metrics_per_endpoint: false,
         }
     );
 }
@@ -266,12 +269,18 @@ fn file_accepts_every_flag_name() {
         key-quota = ["SHA256:abc+/=7,1", "SHA256:def=1,2"]
         trusted-proxies = ["10.0.0.0/8", "192.0.2.7"]
         accept-proxy-proto = true
+        admin-addr = "127.0.0.1:9"
+        admin-token-file = "tok"
+        metrics-per-endpoint = true
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
+    assert_eq!(c.admin_addr, Some("127.0.0.1:9".parse().unwrap()));
+    assert_eq!(c.admin_token_file, Some(PathBuf::from("tok")));
+    assert!(c.metrics_per_endpoint);
     assert_eq!(
         known_keys().len(),
-        39,
+        42,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -798,4 +807,21 @@ fn setting_display_names_origin() {
         setting(Origin::Default).to_string(),
         r#"default ssh-addr "x""#
     );
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let err = config(&["--admin-addr", "0.0.0.0:9000"]).expect_err("no token");
+    assert!(matches!(err, ConfigError::AdminWithoutToken { .. }));
+    assert_eq!(err.exit_code(), 2);
+    assert_eq!(
+        err.to_string(),
+        "refusing to start: --admin-addr 0.0.0.0:9000 is not a loopback address, so anyone who \
+         can reach it could kick users and free names; give --admin-token-file FILE or listen on \
+         127.0.0.1"
+    );
+    let c = config(&["--admin-addr", "0.0.0.0:9000", "--admin-token-file", "t"]).expect("valid");
+    assert_eq!(c.admin_token_file, Some(PathBuf::from("t")));
+    let local = config(&["--admin-addr", "[::1]:9000"]).expect("loopback needs no token");
+    assert_eq!(local.admin_token_file, None);
 }

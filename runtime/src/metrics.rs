@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -51,11 +51,20 @@ struct KindLabel {
 }
 
 /// `in` is from visitors towards the tunnel's client, `out` back to visitors.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum Direction {
-    r#in,
-    out,
+    In,
+    Out,
+}
+
+// By hand: the derive would spell a raw identifier `r#in`.
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -246,14 +255,14 @@ impl Metrics {
         // Every kind, direction and class from the start: a series that appears only once it
         // moves makes rate() miss its first increase.
         for kind in [Kind::http, Kind::tcp, Kind::tls] {
-            visitors.get_or_create(&KindLabel { kind });
-            visitors_total.get_or_create(&KindLabel { kind });
-            for direction in [Direction::r#in, Direction::out] {
-                bytes.get_or_create(&FlowLabel { kind, direction });
+            visitors.get_or_create_owned(&KindLabel { kind });
+            visitors_total.get_or_create_owned(&KindLabel { kind });
+            for direction in [Direction::In, Direction::Out] {
+                bytes.get_or_create_owned(&FlowLabel { kind, direction });
             }
         }
         for class in STATUS_CLASSES {
-            http_requests.get_or_create(&ClassLabel { class });
+            http_requests.get_or_create_owned(&ClassLabel { class });
         }
         let stats: StatsMap = Arc::default();
         if per_endpoint {
@@ -306,8 +315,8 @@ impl Metrics {
             requests: Default::default(),
             kind_visitors: self.visitors.get_or_create_owned(&KindLabel { kind }),
             kind_visitors_total: self.visitors_total.get_or_create_owned(&KindLabel { kind }),
-            kind_bytes_in: flow(Direction::r#in),
-            kind_bytes_out: flow(Direction::out),
+            kind_bytes_in: flow(Direction::In),
+            kind_bytes_out: flow(Direction::Out),
         });
         self.lock_stats().insert(route.endpoint, Arc::clone(&stats));
         stats
@@ -491,8 +500,7 @@ impl Collector for PerEndpoint {
             MetricType::Counter,
         )?;
         for (endpoint, kind, n) in &all {
-            for (direction, value) in [(Direction::r#in, n.bytes_in), (Direction::out, n.bytes_out)]
-            {
+            for (direction, value) in [(Direction::In, n.bytes_in), (Direction::Out, n.bytes_out)] {
                 let label = EndpointFlowLabel {
                     endpoint: endpoint.clone(),
                     kind: *kind,

@@ -205,9 +205,7 @@ impl<N: Net> Visitor<N> {
     async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let mut endpoint = None;
         let response = self.answer(request, &mut endpoint).await;
-        let stats = endpoint
-            .as_ref()
-            .map(|permit_stats: &Arc<_>| &**permit_stats);
+        let stats = endpoint.as_deref();
         self.driver
             .metrics
             .http_response(stats, response.status().as_u16());

@@ -187,6 +187,7 @@ fn snapshot<N: Net>(driver: &Driver<N>) -> Snapshot {
             json!({
                 "id": c.conn.raw(),
                 "key": c.key.as_ref().map(|k| k.as_str()),
+                "key_comment": c.key.as_ref().and_then(|k| driver.key_comment(k.as_str())),
                 "peer": c.peer.to_string(),
                 "connected_seconds": c.connected_for.as_secs(),
                 "endpoints": c.endpoints.iter().map(|e| e.raw()).collect::<Vec<_>>(),

@@ -76,13 +76,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         &mut page,
         "connections",
         "Connections",
-        &["id", "key", "peer", "connected", "endpoints"],
+        &["id", "key", "comment", "peer", "connected", "endpoints"],
         &snapshot.connections,
         |c| {
             let endpoints = c["endpoints"].as_array().map_or(0, Vec::len);
             vec![
                 cell(&c["id"]),
                 cell(&c["key"]),
+                cell(&c["key_comment"]),
                 cell(&c["peer"]),
                 c["connected_seconds"]
                     .as_u64()
@@ -195,7 +196,8 @@ mod tests {
     fn what_users_chose_is_escaped_and_the_page_reloads_itself() {
         let snapshot = Snapshot {
             connections: vec![json!({
-                "id": 1, "key": "SHA256:<b>x</b>", "peer": "127.0.0.1:5",
+                "id": 1, "key": "SHA256:x", "key_comment": "eve <b>@</b> laptop & co",
+                "peer": "127.0.0.1:5",
                 "connected_seconds": 3725, "endpoints": [1],
             })],
             endpoints: vec![json!({
@@ -209,7 +211,10 @@ mod tests {
         let page = render(&snapshot);
         assert!(!page.contains("<script>"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(page.contains("SHA256:&lt;b&gt;x&lt;/b&gt;"));
+        assert!(
+            page.contains("eve &lt;b&gt;@&lt;/b&gt; laptop &amp; co"),
+            "{page}"
+        );
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(page.contains("name=\"viewport\""));
         assert!(page.contains("1h2m"));

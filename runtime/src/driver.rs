@@ -144,6 +144,8 @@ pub struct Driver<N: Net> {
     pub(crate) visitor_connections: Arc<SourceConnections>,
     /// What `/metrics` and the admin API report.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each listed key's `authorized_keys` comment, by fingerprint, for the admin API.
+    key_comments: Mutex<HashMap<String, String>>,
 }
 
 /// Current time for the core: tokio's clock, so simulations run on simulated time.
@@ -174,6 +176,7 @@ impl<N: Net> Driver<N> {
             stats: Stats::default(),
             visitor_connections,
             metrics: Arc::new(crate::metrics::Metrics::new(settings.metrics_per_endpoint)),
+            key_comments: Mutex::default(),
             settings,
         })
     }
@@ -193,6 +196,24 @@ impl<N: Net> Driver<N> {
     /// Reads the core (routing queries, counts) under the lock.
     pub fn with_gateway<T>(&self, f: impl FnOnce(&Gateway) -> T) -> T {
         f(&self.lock().gateway)
+    }
+
+    /// Remembers the comments of the keys in `keys` (the file read at start or re-read), for the
+    /// admin API to show beside their fingerprints.
+    pub fn set_key_comments(&self, keys: &crate::keys::AuthorizedKeys) {
+        let comments = keys
+            .entries()
+            .iter()
+            .filter(|e| !e.comment().is_empty())
+            .map(|e| (e.fingerprint().to_owned(), e.comment().to_owned()))
+            .collect();
+        *self.key_comments.lock().unwrap_or_else(|p| p.into_inner()) = comments;
+    }
+
+    /// The `authorized_keys` comment of the key with this fingerprint, if it has one.
+    pub fn key_comment(&self, fingerprint: &str) -> Option<String> {
+        let comments = self.key_comments.lock().unwrap_or_else(|p| p.into_inner());
+        comments.get(fingerprint).cloned()
     }
 
     /// Registers a new connection's outbox before any input names it.

@@ -208,7 +208,7 @@ impl Metrics {
         let auth_failures = Family::default();
         registry.register(
             "ssh_auth_failures",
-            "SSH logins refused, by reason (key, certificate)",
+            "SSH logins refused, by reason (unlisted_key, key, certificate)",
             auth_failures.clone(),
         );
         let endpoints = Family::default();
@@ -291,7 +291,8 @@ impl Metrics {
         self.ssh_connections_opened.inc();
     }
 
-    /// A login was refused; `reason` is `key` or `certificate`.
+    /// A login was refused; `reason` is `unlisted_key` (an offered key not in
+    /// authorized_keys), `key` (a signed login the core refused) or `certificate`.
     pub fn auth_failed(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&ReasonLabel { reason })

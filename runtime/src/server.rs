@@ -229,6 +229,9 @@ pub async fn start_inheriting<N: Net>(
     let mut gateway = Gateway::new(core, rng);
     crate::holdings_file::restore(&mut gateway, &config.state_dir);
     let driver = Driver::new(gateway, net, settings);
+    if let Some(keys) = authorized {
+        driver.set_key_comments(keys);
+    }
 
     tokio::spawn(Arc::clone(&driver).run_timers());
     let reload_keys = config.authorized_keys.as_ref().map(|path| {

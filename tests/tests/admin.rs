@@ -276,13 +276,32 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 
 #[test]
 fn the_metrics_move_as_traffic_flows() {
-    let server = Server::start(&[
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--metrics-per-endpoint",
-        "--max-names-per-key",
-        "1",
-    ]);
+    let key = Key::generate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authorized = dir.path().join("authorized_keys");
+    // The web key's line ends in a comment of its own; the API shows it beside the fingerprint.
+    let web_line = key.public_line();
+    let web_line = web_line
+        .rsplit_once(' ')
+        .filter(|(head, _)| head.contains(' '))
+        .map_or(web_line.as_str(), |(head, _)| head);
+    let server_key = Key::generate();
+    std::fs::write(
+        &authorized,
+        format!("{web_line} web owner\n{}\n", server_key.public_line()),
+    )
+    .expect("write authorized_keys");
+    let server = Server::builder()
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--metrics-per-endpoint",
+            "--max-names-per-key",
+            "1",
+            "--authorized-keys",
+            authorized.to_str().expect("utf-8 path"),
+        ])
+        .start();
     let addr = admin_addr(&server);
     let before = scrape(addr);
     assert_eq!(value(&before, "tunnel_ssh_connections", &[]), 0.0);
@@ -292,7 +311,6 @@ fn the_metrics_move_as_traffic_flows() {
     );
 
     let service = HttpService::start("web");
-    let key = Key::generate();
     let (mut web, forwarding) = http_tunnel(&server, &key, "web", service.port());
     let host = format!("{}:{}", forwarding.host, server.http_addr().port());
     for _ in 0..3 {
@@ -307,7 +325,21 @@ fn the_metrics_move_as_traffic_flows() {
         404
     );
     let echo = LocalService::echo();
-    let (tcp, tcp_fw) = Client::tcp_tunnel(&server, echo.port(), &[]);
+    let mut tcp = Client::builder(&server)
+        .key(&server_key)
+        .forward(format!("0:localhost:{}", echo.port()))
+        .command(["tcp"])
+        .spawn();
+    let tcp_fw = tcp.wait_forwarding();
+    // A key nobody listed is refused when it is offered.
+    let stranger = Key::generate();
+    let mut refused = Client::builder(&server)
+        .key(&stranger)
+        .forward(format!("x:80:localhost:{}", service.port()))
+        .command(["http"])
+        .spawn();
+    let out = refused.wait_exit(FAILURE_TIMEOUT);
+    assert_ne!(out.code(), Some(0), "{out}");
     tcp.assert_echo(tcp_fw.public_port());
     // The same key's second name is over its quota.
     let mut over = Client::builder(&server)
@@ -331,7 +363,13 @@ fn the_metrics_move_as_traffic_flows() {
     });
     let v = |name, labels: &[(&str, &str)]| value(&after, name, labels);
     assert_eq!(v("tunnel_ssh_connections", &[]), 2.0);
-    assert!(v("tunnel_ssh_connections_opened_total", &[]) >= 3.0);
+    assert!(v("tunnel_ssh_connections_opened_total", &[]) >= 4.0);
+    assert!(
+        v(
+            "tunnel_ssh_auth_failures_total",
+            &[("reason", "unlisted_key")]
+        ) >= 1.0
+    );
     assert_eq!(v("tunnel_endpoints", &[("kind", "http")]), 1.0);
     assert_eq!(v("tunnel_endpoints", &[("kind", "tcp")]), 1.0);
     assert_eq!(v("tunnel_http_requests_total", &[("class", "2xx")]), 3.0);
@@ -383,9 +421,15 @@ fn the_metrics_move_as_traffic_flows() {
             &[("endpoint", "web.localhost"), ("direction", "out")]
         ) > 0.0
     );
+    let connections = list(addr, "connections");
+    let web_conn = connections
+        .iter()
+        .find(|c| c["key_comment"] == "web owner")
+        .unwrap_or_else(|| panic!("the web key's comment in {connections:?}"));
     // The API's per-endpoint numbers agree.
     let endpoints = list(addr, "endpoints");
     let web_endpoint = endpoint_with_url(&endpoints, &forwarding.url);
+    assert_eq!(web_endpoint["connection"], web_conn["id"]);
     assert_eq!(web_endpoint["requests"]["2xx"], 3);
     assert_eq!(web_endpoint["visitors_total"], 3);
     assert!(web_endpoint["bytes_out"].as_u64().is_some_and(|n| n > 0));

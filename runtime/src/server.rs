@@ -143,6 +143,12 @@ pub async fn start_inheriting<N: Net>(
     rng: Box<dyn RngCore + Send>,
     mut inherited: Inherited,
 ) -> Result<Running<N>, StartError> {
+    // Before anything is written or bound: a bad token file is a configuration error.
+    let admin_token = config
+        .admin_token_file
+        .as_deref()
+        .map(read_admin_token)
+        .transpose()?;
     let (tls, certs) = crate::tls::server_config(config)?;
     if let Some(dir) = crate::state_file::writable_by_others(&config.state_dir) {
         tracing::warn!(
@@ -153,11 +159,6 @@ pub async fn start_inheriting<N: Net>(
     let ssh = bind(&net, &mut inherited, "ssh", config.ssh_addr).await?;
     let http = bind(&net, &mut inherited, "http", config.http_addr).await?;
     let https = bind(&net, &mut inherited, "https", config.https_addr).await?;
-    let admin_token = config
-        .admin_token_file
-        .as_deref()
-        .map(read_admin_token)
-        .transpose()?;
     let admin = match config.admin_addr {
         Some(addr) => Some(bind(&net, &mut inherited, "admin", addr).await?),
         None => None,

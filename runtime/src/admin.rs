@@ -181,6 +181,11 @@ fn snapshot<N: Net>(driver: &Driver<N>) -> Snapshot {
         )
     });
     let numbers = driver.metrics.endpoint_numbers();
+    // Wall-clock times for people and scripts; the core's ages and time left are monotonic.
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let connections = connections
         .into_iter()
         .map(|c| {
@@ -190,6 +195,7 @@ fn snapshot<N: Net>(driver: &Driver<N>) -> Snapshot {
                 "key_comment": c.key.as_ref().and_then(|k| driver.key_comment(k.as_str())),
                 "peer": c.peer.to_string(),
                 "connected_seconds": c.connected_for.as_secs(),
+                "connected_since": unix_now.saturating_sub(c.connected_for.as_secs()),
                 "endpoints": c.endpoints.iter().map(|e| e.raw()).collect::<Vec<_>>(),
             })
         })
@@ -229,6 +235,7 @@ fn snapshot<N: Net>(driver: &Driver<N>) -> Snapshot {
                 kind: address,
                 "key": r.key.as_str(),
                 "seconds_left": r.left.as_secs(),
+                "until": unix_now + r.left.as_secs(),
             })
         })
         .collect();

@@ -101,6 +101,8 @@ fn the_api_lists_three_sessions_and_a_kick_ends_one_while_the_others_carry_on() 
             "{c}"
         );
         assert_eq!(c["endpoints"].as_array().map(Vec::len), Some(1), "{c}");
+        let since = c["connected_since"].as_u64().expect("a Unix time");
+        assert!(since > 1_700_000_000, "{c}");
     }
     let endpoints = list(addr, "endpoints");
     assert_eq!(endpoints.len(), 3, "{endpoints:?}");
@@ -176,6 +178,14 @@ fn a_deleted_reservation_is_free_for_another_key_and_a_live_one_is_refused() {
             .find(|r| r["name"] == "app.localhost")
     });
     assert!(reservation["seconds_left"].as_u64().is_some_and(|s| s > 0));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert!(
+        reservation["until"].as_u64().is_some_and(|t| t > now),
+        "{reservation}"
+    );
     let mut refused = Client::builder(&server)
         .key(&bob)
         .forward(format!("app:80:localhost:{}", service.port()))

@@ -64,6 +64,10 @@ pub const KICKED: &str = "disconnected by the operator";
 /// [`Gateway::route_for_port`]) read the state without changing it; a [`Route`] they return
 /// stays valid for the visitor that got it even after the endpoint goes.
 ///
+/// An operator reads the state with [`Gateway::connections_view`], [`Gateway::endpoints_view`]
+/// and [`Gateway::reservations_view`] (queries, like routing, measured from the `now` given), and
+/// acts through inputs like any other: [`Input::Kick`] and [`Input::Release`].
+///
 /// Inputs are never trusted: a malformed command line, an unknown connection or a stale bind
 /// answer is refused or ignored, never a panic (a panic is a bug).
 ///

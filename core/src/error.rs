@@ -236,4 +236,58 @@ impl SessionError {
             _ => 1,
         }
     }
+
+    /// A short fixed name for the kind of refusal, for counting (metrics labels): never the
+    /// user's text, so the set of names is bounded.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionError::Command(_) => "bad_command",
+            SessionError::Forward(e) => e.reason(),
+            SessionError::UnsupportedVersion(_) => "unsupported_version",
+            SessionError::NoForwards => "no_forwards",
+            SessionError::CommandTooLate => "command_too_late",
+            SessionError::SecondCommand => "second_command",
+            SessionError::NotReserved(_) => "release_not_reserved",
+            SessionError::ReleaseLive(_) => "release_live",
+        }
+    }
+}
+
+impl ForwardError {
+    /// A short fixed name for the kind of refusal (see [`SessionError::reason`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ForwardError::PortNotAllowed { .. } => "port_not_allowed",
+            ForwardError::PortInUse(_) => "port_in_use",
+            ForwardError::PortsExhausted(_) => "ports_exhausted",
+            ForwardError::PortReserved(_) => "port_reserved",
+            ForwardError::NoFreeName => "no_free_name",
+            ForwardError::BindFailed(_) => "bind_failed",
+            ForwardError::NameTaken(_) => "name_taken",
+            ForwardError::NameReserved(_) => "name_reserved",
+            ForwardError::NameInvalid { .. } => "name_invalid",
+            ForwardError::TlsNeedsName => "tls_needs_name",
+            ForwardError::TooManyEndpoints(_) => "too_many_endpoints",
+            ForwardError::TooManyConnections(_) => "too_many_connections",
+            ForwardError::NameNested { .. } => "name_nested",
+            ForwardError::ForwardNotPermitted(..) => "forward_not_permitted",
+            ForwardError::CertificateForbidsForwarding(..) => "certificate_forbids_forwarding",
+            ForwardError::NameQuota(_) => "name_quota",
+            ForwardError::TcpPortQuota(_) => "tcp_port_quota",
+            ForwardError::NotAuthenticated => "not_authenticated",
+            ForwardError::Duplicate(..) => "duplicate",
+        }
+    }
+
+    /// Whether this is a per-key quota or per-connection limit being hit (`name_quota`,
+    /// `tcp_port_quota`, `too_many_endpoints`, `too_many_connections`).
+    pub fn is_quota(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::NameQuota(_)
+                | ForwardError::TcpPortQuota(_)
+                | ForwardError::TooManyEndpoints(_)
+                | ForwardError::TooManyConnections(_)
+        )
+    }
 }

@@ -118,6 +118,19 @@ impl Forwards {
         self.forwards.get(&id).map(|f| f.conn)
     }
 
+    /// Every live route, in endpoint id order, with the port its client asked for.
+    pub(crate) fn live(&self) -> impl Iterator<Item = (u32, &Arc<Route>)> {
+        self.forwards
+            .values()
+            .filter_map(|f| f.route().map(|r| (f.asked.port, r)))
+    }
+
+    /// A connection's live routes, with the port its client asked for.
+    pub(crate) fn live_of(&self, conn: ConnId) -> impl Iterator<Item = (u32, &Arc<Route>)> {
+        self.of(conn)
+            .filter_map(|f| f.route().map(|r| (f.asked.port, r)))
+    }
+
     fn of(&self, conn: ConnId) -> impl Iterator<Item = &Forward> {
         self.by_conn
             .get(&conn)

@@ -12,7 +12,7 @@ use crate::authorized::{KeyList, Revoked};
 use crate::certificates::{certificate_login, CertificateLogin, UserCertificate};
 use crate::command::{parse_command_line, Command, EndpointKind, HELP};
 use crate::config::GatewayConfig;
-use crate::endpoints::{inspect_line, Route};
+use crate::endpoints::{inspect_line, public_url, Route};
 use crate::error::{ForwardError, SessionError, Shown};
 use crate::forward::Asked;
 use crate::forwards::{Effects, Forwards};
@@ -25,6 +25,7 @@ use crate::ownership::{Address, Claim, Holding};
 use crate::ports::TcpPortPool;
 use crate::saved::{RestoreSkipped, SavedHolding};
 use crate::timers::{Timer, TimerTable};
+use crate::views::{ConnectionView, EndpointView, ReleaseOutcome, ReservationView};
 use crate::visitors::{visitor_source, Entrance, VisitorRefusal};
 
 /// The syntax version this server speaks, selected by the SSH user `v2`.
@@ -35,6 +36,10 @@ pub const CLOSED_BY_SERVER: &str = "closed by the tunnel server";
 
 /// The disconnect message, and the start of the session line, when the server stops.
 pub const SERVER_RESTARTING: &str = "server restarting";
+
+/// The session line (or disconnect message) of a connection the operator closed, before the
+/// reason given.
+pub const KICKED: &str = "disconnected by the operator";
 
 /// The sans-IO gateway engine: every SSH connection, forward, name and port of one server.
 ///
@@ -60,6 +65,10 @@ pub const SERVER_RESTARTING: &str = "server restarting";
 /// [`Gateway::route_for_port`]) read the state without changing it; a [`Route`] they return
 /// stays valid for the visitor that got it even after the endpoint goes.
 ///
+/// An operator reads the state with [`Gateway::connections_view`], [`Gateway::endpoints_view`]
+/// and [`Gateway::reservations_view`] (queries, like routing, measured from the `now` given), and
+/// acts through inputs like any other: [`Input::Kick`] and [`Input::Release`].
+///
 /// Inputs are never trusted: a malformed command line, an unknown connection or a stale bind
 /// answer is refused or ignored, never a panic (a panic is a bug).
 ///
@@ -75,10 +84,14 @@ pub struct Gateway {
     actions: VecDeque<Action>,
     /// Set by [`Input::Stopping`]: new connections are closed.
     stopping: bool,
+    /// Sessions ended by an error, by [`SessionError::reason`], for metrics.
+    refusals: BTreeMap<&'static str, u64>,
 }
 
 struct Connection {
     peer: SocketAddr,
+    /// When the gateway was told of it, for the operator's view.
+    opened: Instant,
     /// Set once authenticated: the identity that owns names (the key's fingerprint, or a
     /// certificate's CA and principal).
     key: Option<KeyFingerprint>,
@@ -138,6 +151,7 @@ impl Gateway {
             timers: TimerTable::default(),
             actions: VecDeque::new(),
             stopping: false,
+            refusals: BTreeMap::new(),
         }
     }
 
@@ -197,6 +211,12 @@ impl Gateway {
             Input::Bound { endpoint } => self.bind_answered(now, endpoint, true),
             Input::BindFailed { endpoint } => self.bind_answered(now, endpoint, false),
             Input::AuthorizedKeysChanged { keys } => self.authorized_keys_changed(now, keys),
+            Input::Kick { conn, reason } => self.kick(now, conn, reason.as_deref()),
+            Input::Release { address } => {
+                if self.release_outcome(&address) == ReleaseOutcome::Released {
+                    self.end_reservation(&address);
+                }
+            }
             Input::HttpRequestCompleted {
                 endpoint,
                 method,
@@ -411,6 +431,91 @@ impl Gateway {
             .map(|(a, h)| (a, &h.owner, matches!(h.holding, Holding::Live { .. })))
     }
 
+    // ---- the operator's view -----------------------------------------------------------------
+
+    /// Every connection, in id order, with its age at `now` and its live endpoints.
+    pub fn connections_view(&self, now: Instant) -> Vec<ConnectionView> {
+        self.conns
+            .iter()
+            .map(|(&conn, c)| ConnectionView {
+                conn,
+                key: c.key.clone(),
+                peer: c.peer,
+                connected_for: now.saturating_duration_since(c.opened),
+                endpoints: self
+                    .forwards
+                    .live_of(conn)
+                    .map(|(_, r)| r.endpoint)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Every live endpoint, in id order, with its public URL as its `Forwarding` line shows it.
+    pub fn endpoints_view(&self) -> Vec<EndpointView> {
+        self.forwards
+            .live()
+            .filter_map(|(asked_port, route)| {
+                let key = self.conns.get(&route.conn)?.key.clone()?;
+                Some(EndpointView {
+                    endpoint: route.endpoint,
+                    conn: route.conn,
+                    kind: route.policy.kind(),
+                    url: public_url(route, asked_port, &self.config),
+                    address: route.address.clone(),
+                    key,
+                })
+            })
+            .collect()
+    }
+
+    /// Every reservation, in address order, with the time left of it at `now`.
+    pub fn reservations_view(&self, now: Instant) -> Vec<ReservationView> {
+        self.forwards
+            .ownership
+            .holders()
+            .filter_map(|(address, h)| match h.holding {
+                Holding::Reserved { until } => Some(ReservationView {
+                    address: address.clone(),
+                    key: h.owner.clone(),
+                    left: until.saturating_duration_since(now),
+                }),
+                Holding::Live { .. } => None,
+            })
+            .collect()
+    }
+
+    /// What [`Input::Release`] of `address` would do now. Changes nothing.
+    pub fn release_outcome(&self, address: &Address) -> ReleaseOutcome {
+        let ownership = &self.forwards.ownership;
+        if ownership.is_reserved(address) {
+            ReleaseOutcome::Released
+        } else if ownership.is_held(address) {
+            ReleaseOutcome::Live
+        } else {
+            ReleaseOutcome::NotHeld
+        }
+    }
+
+    /// The operator ends a connection: its session reads why, and its names and ports are
+    /// reserved for its key as after any disconnect.
+    fn kick(&mut self, now: Instant, conn: ConnId, reason: Option<&str>) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let line = match reason.map(one_line).filter(|r| !r.is_empty()) {
+            Some(reason) => format!("{KICKED}: {reason}"),
+            None => KICKED.to_owned(),
+        };
+        self.end_session(now, conn, line, 1);
+    }
+
+    /// How many sessions each kind of refusal ended since start, by [`SessionError::reason`]
+    /// (an error told once the command is known counts then). For metrics: the counts only grow.
+    pub fn refusal_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.refusals.iter().map(|(&reason, &n)| (reason, n))
+    }
+
     // ---- connections --------------------------------------------------------------------------
 
     fn connection_opened(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
@@ -440,6 +545,7 @@ impl Gateway {
             conn,
             Connection {
                 peer,
+                opened: now,
                 key: None,
                 login: Login::Key,
                 fatal: None,
@@ -763,6 +869,13 @@ impl Gateway {
         self.drop_connection(now, conn);
     }
 
+    /// A reservation ends before its time (an operator's release, its owner's `release`, its
+    /// key removed): the address is free at once, its timer gone.
+    fn end_reservation(&mut self, address: &Address) {
+        self.timers.cancel(&Timer::Reservation(address.clone()));
+        self.forwards.reservation_revoked(address);
+    }
+
     /// `release NAME|PORT`: one of the key's reservations ends now, and the address is free.
     fn release(&mut self, now: Instant, conn: ConnId, key: &KeyFingerprint, text: &str) {
         let address = match released_address(text, &self.config) {
@@ -771,8 +884,7 @@ impl Gateway {
         };
         match self.forwards.ownership.check(&address, key) {
             Claim::Reclaimed { .. } => {
-                self.timers.cancel(&Timer::Reservation(address.clone()));
-                self.forwards.reservation_revoked(&address);
+                self.end_reservation(&address);
                 let shown = match &address {
                     Address::Name(name) => name.to_string(),
                     Address::Port(port) => format!("tcp port {port}"),
@@ -798,6 +910,7 @@ impl Gateway {
             c.fatal.get_or_insert(error);
             return;
         }
+        *self.refusals.entry(error.reason()).or_default() += 1;
         self.end_session(now, conn, error.user_line(), error.exit_status());
     }
 
@@ -853,8 +966,7 @@ impl Gateway {
             .map(|(address, _)| address.clone())
             .collect();
         for address in unlisted {
-            self.timers.cancel(&Timer::Reservation(address.clone()));
-            self.forwards.reservation_revoked(&address);
+            self.end_reservation(&address);
         }
     }
 
@@ -1006,6 +1118,18 @@ impl Gateway {
             Session::NotYet(_) | Session::Closed => {}
         }
     }
+}
+
+/// An operator's text made one printable line: control characters (a newline could forge a
+/// second line in the user's terminal) become spaces, and it is cut at 200 characters.
+fn one_line(text: &str) -> String {
+    const MAX: usize = 200;
+    text.chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// The user-name rule: `v2` or any non-version name means our syntax; `v<digits>` otherwise is

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::authorized::KeyList;
 use crate::certificates::UserCertificate;
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
+use crate::ownership::Address;
 
 /// One event for [`Gateway::handle`](crate::Gateway::handle). Inputs about one connection come in
 /// the order the SSH stack received them; an input naming a connection or endpoint the gateway
@@ -148,5 +149,22 @@ pub enum Input {
     AuthorizedKeysChanged {
         /// The whole new list.
         keys: KeyList,
+    },
+    /// The operator closes a connection. Its session gets one stderr line,
+    /// `disconnected by the operator: REASON` (the disconnect message without a session), exit
+    /// status 1, then the connection is closed; its names and ports stay reserved for its key
+    /// as after any disconnect. An unknown connection is ignored.
+    Kick {
+        /// The connection to close.
+        conn: ConnId,
+        /// Why, for the user; made one line and cut short. `None` names no reason.
+        reason: Option<String>,
+    },
+    /// The operator drops a reservation: the name or port is free for any key at once. A live
+    /// address is left alone, and so is one nobody holds; ask
+    /// [`Gateway::release_outcome`](crate::Gateway::release_outcome) first to tell them apart.
+    Release {
+        /// The reserved name or port.
+        address: Address,
     },
 }

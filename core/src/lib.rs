@@ -26,6 +26,7 @@ mod proxy_protocol;
 mod saved;
 mod spill;
 mod timers;
+mod views;
 mod visitors;
 
 pub use action::{Action, OutputStream, Reply};
@@ -37,7 +38,7 @@ pub use client_hello::{read_client_hello, ClientHello, ClientHelloReader, MAX_CL
 pub use config::{GatewayConfig, KeyQuota, Limits, Startups};
 pub use endpoints::{ChannelTarget, EndpointPolicy, Route};
 pub use error::{CommandError, ForwardError, SessionError, Shown};
-pub use gateway::{Gateway, CLOSED_BY_SERVER, SERVER_RESTARTING, SYNTAX_VERSION};
+pub use gateway::{Gateway, CLOSED_BY_SERVER, KICKED, SERVER_RESTARTING, SYNTAX_VERSION};
 pub use ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 pub use input::Input;
 pub use key_rules::{KeyOptionError, KeyRules};
@@ -50,4 +51,5 @@ pub use proxy_protocol::{
 };
 pub use saved::{RestoreSkipped, SavedAddress, SavedHolding, SavedReconnect, SavedState};
 pub use spill::{SpillCut, SpillLimits, SpillPlace};
+pub use views::{ConnectionView, EndpointView, ReleaseOutcome, ReservationView};
 pub use visitors::{request_host, visitor_source, Entrance, TrustedProxies, VisitorRefusal};

@@ -299,6 +299,14 @@ enum Op {
     Advance {
         step: usize,
     },
+    /// The operator closes a connection.
+    Kick {
+        conn: usize,
+    },
+    /// The operator releases the n-th held address, live (refused) or reserved.
+    Release {
+        holding: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -316,9 +324,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => conn.clone().prop_map(|conn| Op::CloseSession { conn }),
         1 => (conn.clone(), prop_oneof![Just(b'x'), Just(3u8), Just(4u8)], any::<bool>())
             .prop_map(|(conn, byte, terminal)| Op::Type { conn, byte, terminal }),
-        1 => conn.prop_map(|conn| Op::Close { conn }),
+        1 => conn.clone().prop_map(|conn| Op::Close { conn }),
         1 => (4usize..8, any::<bool>()).prop_map(|(port, fail)| Op::FailBinds { port, fail }),
         2 => (0..STEPS_MS.len()).prop_map(|step| Op::Advance { step }),
+        1 => conn.clone().prop_map(|conn| Op::Kick { conn }),
+        1 => (0usize..8).prop_map(|holding| Op::Release { holding }),
     ]
 }
 
@@ -418,6 +428,20 @@ fn run(h: &mut Harness, conns: &mut Vec<tunnel_core::ConnId>, op: &Op) {
             }
         }
         Op::Advance { step } => h.advance(Duration::from_millis(STEPS_MS[step])),
+        Op::Kick { conn } => {
+            if let Some(c) = pick(conns, conn) {
+                h.feed(tunnel_core::Input::Kick {
+                    conn: c,
+                    reason: Some("test".to_owned()),
+                });
+            }
+        }
+        Op::Release { holding } => {
+            let held: Vec<_> = h.gw.holders().map(|(a, _, _)| a.clone()).collect();
+            if let Some(address) = held.get(holding % held.len().max(1)).cloned() {
+                h.feed(tunnel_core::Input::Release { address });
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tunnel_core::{visitor_source, EndpointId, Entrance, Gateway, Limits, Route, VisitorRefusal};
 
 use crate::driver::{ConnectionGone, Driver, State};
+use crate::metrics::EndpointStats;
 use crate::net::Net;
 
 /// The counts of one live route.
@@ -27,6 +28,8 @@ pub(crate) struct RouteCount {
     share: usize,
     /// Visitors in, per source.
     by_source: Mutex<HashMap<IpAddr, usize>>,
+    /// The endpoint's numbers, which count each visitor in and out.
+    stats: Arc<EndpointStats>,
 }
 
 /// One count per live route.
@@ -34,11 +37,12 @@ pub(crate) struct RouteCount {
 pub(crate) struct VisitorLimits(HashMap<EndpointId, Arc<RouteCount>>);
 
 impl VisitorLimits {
-    pub(crate) fn route_added(&mut self, route: &Route) {
+    pub(crate) fn route_added(&mut self, route: &Route, stats: Arc<EndpointStats>) {
         let count = RouteCount {
             permits: Arc::new(Semaphore::new(route.visitor_limit())),
             share: route.visitor_share(),
             by_source: Mutex::new(HashMap::new()),
+            stats,
         };
         self.0.insert(route.endpoint, Arc::new(count));
     }
@@ -126,8 +130,16 @@ pub struct VisitorPermit {
     count: Arc<RouteCount>,
 }
 
+impl VisitorPermit {
+    /// The numbers of the endpoint this visitor was let in to.
+    pub fn stats(&self) -> &Arc<EndpointStats> {
+        &self.count.stats
+    }
+}
+
 impl Drop for VisitorPermit {
     fn drop(&mut self) {
+        self.count.stats.visitor_out();
         let mut by_source = self
             .count
             .by_source
@@ -166,6 +178,38 @@ impl<N: Net> Driver<N> {
         }
         self.visitor_connections.enter(peer).map(Some)
     }
+
+    /// In the accept loop, so that connections are counted in the order they arrive: counted
+    /// now, unless a PROXY header must first say whose connection it is. `None`: the source
+    /// holds as many as it may, and this one is closed.
+    pub(crate) fn count_on_accept(&self, peer: IpAddr) -> Option<SourceCount> {
+        if self.settings().trusted_proxies.sends_proxy_header(peer) {
+            return Some(SourceCount::AfterHeader);
+        }
+        self.enter_visitor_connection(peer)
+            .map(SourceCount::Counted)
+    }
+
+    /// Once the visitor is known: the count taken at accept, or one for the visitor the PROXY
+    /// header named (`None` when that source is full).
+    pub(crate) fn count_visitor(
+        &self,
+        early: SourceCount,
+        visitor: IpAddr,
+    ) -> Option<Option<SourceSlot>> {
+        match early {
+            SourceCount::Counted(slot) => Some(slot),
+            SourceCount::AfterHeader => self.enter_visitor_connection(visitor),
+        }
+    }
+}
+
+/// A connection to the http or https listeners against its source's budget.
+pub(crate) enum SourceCount {
+    /// Counted at accept (no slot for a trusted load balancer, which is not one source).
+    Counted(Option<SourceSlot>),
+    /// From a trusted proxy that sends a PROXY header: counted for the visitor it names.
+    AfterHeader,
 }
 
 impl Visit {
@@ -207,6 +251,7 @@ impl Visit {
             }
             *n += 1;
         }
+        self.count.stats.visitor_in();
         let permit = VisitorPermit {
             _route: route,
             _server: server,

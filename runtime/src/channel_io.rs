@@ -24,6 +24,7 @@ use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
+use crate::metrics::EndpointStats;
 use crate::spill::{SpillReader, SpillWriter, Spills};
 
 /// The channel's data as `AsyncRead + AsyncWrite`. Dropping it sends nothing, and stops its
@@ -33,6 +34,17 @@ pub struct ChannelIo {
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
     /// Dropped with the stream, which tells the drain task to stop.
     _reading: oneshot::Sender<()>,
+    /// The endpoint whose bytes it counts, if any.
+    counted: Option<Arc<EndpointStats>>,
+}
+
+impl ChannelIo {
+    /// Counts what goes through into an endpoint's numbers: what is written is from the visitor
+    /// (`in`), what is read goes back to it (`out`).
+    pub fn counted(mut self, stats: Option<Arc<EndpointStats>>) -> Self {
+        self.counted = stats;
+        self
+    }
 }
 
 /// Splits a channel into its stream and the half that can still close it, and starts draining
@@ -46,6 +58,7 @@ pub fn split(channel: Channel<Msg>, spills: &Arc<Spills>) -> (ChannelIo, Channel
         reader,
         writer: Box::pin(write.make_writer()),
         _reading: reading,
+        counted: None,
     };
     (io, write)
 }
@@ -83,7 +96,12 @@ impl AsyncRead for ChannelIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.reader).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.reader).poll_read(cx, buf);
+        if let Some(stats) = &self.counted {
+            stats.add_out((buf.filled().len() - before) as u64);
+        }
+        read
     }
 }
 
@@ -93,7 +111,11 @@ impl AsyncWrite for ChannelIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.writer.as_mut().poll_write(cx, buf)
+        let written = self.writer.as_mut().poll_write(cx, buf);
+        if let (Some(stats), Poll::Ready(Ok(n))) = (&self.counted, &written) {
+            stats.add_in(*n as u64);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use russh::server::Handle;
 use tokio::sync::{watch, Notify};
-use tunnel_core::{Action, ConnId, EndpointId, Gateway, Input, Reply, RequestId};
+use tunnel_core::{
+    Action, Address, ConnId, EndpointId, Gateway, Input, ReleaseOutcome, Reply, RequestId,
+};
 
 use crate::admission::{SourceConnections, VisitorLimits};
 use crate::listeners::Listeners;
@@ -44,6 +46,8 @@ pub struct DriverSettings {
     pub trusted_proxies: tunnel_core::TrustedProxies,
     /// Whether each visitor connection gets an access log line (`--access-log`).
     pub access_log: bool,
+    /// `--metrics-per-endpoint`: series labelled with each endpoint's name or port.
+    pub metrics_per_endpoint: bool,
 }
 
 pub(crate) struct ConnLink {
@@ -140,6 +144,10 @@ pub struct Driver<N: Net> {
     pub spills: Arc<Spills>,
     /// Open connections to the http and https listeners, per source.
     pub(crate) visitor_connections: Arc<SourceConnections>,
+    /// What `/metrics` and the admin API report.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each listed key's `authorized_keys` comment, by fingerprint, for the admin API.
+    key_comments: Mutex<HashMap<String, String>>,
 }
 
 /// Current time for the core: tokio's clock, so simulations run on simulated time.
@@ -163,13 +171,15 @@ impl<N: Net> Driver<N> {
             }),
             spills: Spills::new(*gateway_spill_limits, settings.spill_dir.clone()),
             net,
-            settings,
             timer_changed: Notify::new(),
             holdings_moved: Notify::new(),
             holdings_seen: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
             stats: Stats::default(),
             visitor_connections,
+            metrics: Arc::new(crate::metrics::Metrics::new(settings.metrics_per_endpoint)),
+            key_comments: Mutex::default(),
+            settings,
         })
     }
 
@@ -188,6 +198,24 @@ impl<N: Net> Driver<N> {
     /// Reads the core (routing queries, counts) under the lock.
     pub fn with_gateway<T>(&self, f: impl FnOnce(&Gateway) -> T) -> T {
         f(&self.lock().gateway)
+    }
+
+    /// Remembers the comments of the keys in `keys` (the file read at start or re-read), for the
+    /// admin API to show beside their fingerprints.
+    pub fn set_key_comments(&self, keys: &crate::keys::AuthorizedKeys) {
+        let comments = keys
+            .entries()
+            .iter()
+            .filter(|e| !e.comment().is_empty())
+            .map(|e| (e.fingerprint().to_owned(), e.comment().to_owned()))
+            .collect();
+        *self.key_comments.lock().unwrap_or_else(|p| p.into_inner()) = comments;
+    }
+
+    /// The `authorized_keys` comment of the key with this fingerprint, if it has one.
+    pub fn key_comment(&self, fingerprint: &str) -> Option<String> {
+        let comments = self.key_comments.lock().unwrap_or_else(|p| p.into_inner());
+        comments.get(fingerprint).cloned()
     }
 
     /// Registers a new connection's outbox before any input names it.
@@ -224,13 +252,44 @@ impl<N: Net> Driver<N> {
         let mutate = |state: &mut State<N::Listener>| {
             // The link goes in the same lock as the connection's routes, so no visitor finds a
             // route whose connection is gone.
-            if let Input::ConnectionClosed { conn } = &input {
-                state.conns.remove(conn);
+            match &input {
+                Input::ConnectionClosed { conn } => {
+                    state.conns.remove(conn);
+                }
+                Input::ConnectionOpened { .. } => self.metrics.connection_opened(),
+                _ => {}
             }
             state.gateway.handle(now(), input);
         };
         self.run(mutate, &mut answers).await;
         answers
+    }
+
+    /// The operator closes `conn` (see [`Input::Kick`]); false if no such connection is open.
+    pub async fn kick(self: &Arc<Self>, conn: ConnId, reason: Option<String>) -> bool {
+        let mut found = false;
+        let mutate = |state: &mut State<N::Listener>| {
+            found = state
+                .gateway
+                .connections_view(now())
+                .iter()
+                .any(|c| c.conn == conn);
+            state.gateway.handle(now(), Input::Kick { conn, reason });
+        };
+        self.run(mutate, &mut Answers::default()).await;
+        found
+    }
+
+    /// The operator drops a reservation (see [`Input::Release`]): what the core found, decided
+    /// under the same lock as the release itself.
+    pub async fn release(self: &Arc<Self>, address: Address) -> ReleaseOutcome {
+        let mut outcome = ReleaseOutcome::NotHeld;
+        let mutate = |state: &mut State<N::Listener>| {
+            outcome = state.gateway.release_outcome(&address);
+            state.gateway.handle(now(), Input::Release { address });
+        };
+        self.run(mutate, &mut Answers::default()).await;
+        outcome
     }
 
     /// Runs the core's deadlines for as long as the driver lives.
@@ -317,10 +376,22 @@ impl<N: Net> Driver<N> {
         answers: &mut Answers,
     ) -> Vec<(EndpointId, u16)> {
         let mut binds = Vec::new();
+        let mut certificate_refused = None;
         for action in actions {
             match action {
-                Action::Auth { conn, accepted } => answers.auths.push((conn, accepted)),
+                Action::Auth { conn, accepted } => {
+                    if !accepted {
+                        let by_certificate = certificate_refused == Some(conn);
+                        self.metrics.auth_failed(if by_certificate {
+                            "certificate"
+                        } else {
+                            "key"
+                        });
+                    }
+                    answers.auths.push((conn, accepted));
+                }
                 Action::CertificateRefused { conn, reason } => {
+                    certificate_refused = Some(conn);
                     tracing::warn!(%conn, "certificate login refused: {reason}");
                 }
                 Action::SessionAnswer { conn, accepted } => {
@@ -335,12 +406,14 @@ impl<N: Net> Driver<N> {
                 Action::Unbind { endpoint, port } => state.listeners.unbind(endpoint, port),
                 Action::RouteAdded(route) => {
                     tracing::debug!(endpoint = %route.endpoint, conn = %route.conn, "route added");
-                    state.visitor_limits.route_added(&route);
+                    let stats = self.metrics.route_added(&route);
+                    state.visitor_limits.route_added(&route, stats);
                     self.start_accepting(&mut state.listeners, &route);
                 }
                 Action::RouteRemoved(endpoint) => {
                     tracing::debug!(%endpoint, "route removed");
                     state.visitor_limits.route_removed(endpoint);
+                    self.metrics.route_removed(endpoint);
                 }
                 Action::Print { conn, stream, line } => {
                     state.outgoing(conn, Outgoing::Print(stream, line));

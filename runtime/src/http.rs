@@ -52,6 +52,13 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
     let mut backoff = AcceptBackoff::new("http");
     loop {
         let accepted = accept(&listener, &mut backoff).await;
+        let Some(early) = driver.count_on_accept(accepted.peer.ip()) else {
+            let peer = accepted.peer;
+            AccessLog::start(driver.settings().access_log, Listener::Http, peer)
+                .refused(TOO_MANY_FROM_SOURCE);
+            tracing::debug!(%peer, "too many connections from this source; closed");
+            continue;
+        };
         let driver = Arc::clone(&driver);
         tokio::spawn(async move {
             // From a trusted load balancer, its PROXY header first: the visitor it names is the
@@ -63,7 +70,7 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
             };
             let access = AccessLog::start(driver.settings().access_log, Listener::Http, peer);
             // Past its source's connections it is closed here, before it costs more.
-            let Some(_counted) = driver.enter_visitor_connection(peer.ip()) else {
+            let Some(_counted) = driver.count_visitor(early, peer.ip()) else {
                 access.refused(TOO_MANY_FROM_SOURCE);
                 return tracing::debug!(%peer, "too many connections from this source; closed");
             };
@@ -234,12 +241,23 @@ impl ChannelPermit {
 
 impl<N: Net> Visitor<N> {
     async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
-        let response = self.respond(request).await;
-        self.access.answered(response.status().as_u16());
+        let mut endpoint = None;
+        let response = self.answer(request, &mut endpoint).await;
+        let status = response.status().as_u16();
+        self.driver
+            .metrics
+            .http_response(endpoint.as_deref(), status);
+        self.access.answered(status);
         response
     }
 
-    async fn respond(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    /// The response to one request; `endpoint` is set to the numbers of the endpoint it was let
+    /// in to.
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        endpoint: &mut Option<Arc<crate::metrics::EndpointStats>>,
+    ) -> Response<ResponseBody> {
         let started = tokio::time::Instant::now();
         // An HTTP/2 visitor sends requests concurrently: one that finds the cache in use goes
         // without it (and gets a channel of its own for this request).
@@ -253,8 +271,12 @@ impl<N: Net> Visitor<N> {
         }
         let (admitted, host) = match self.admit(&request) {
             Ok(admitted) => admitted,
-            Err(refusal) => return refusal_page(&refusal),
+            Err(refusal) => {
+                self.driver.metrics.visitor_refused(&refusal);
+                return refusal_page(&refusal);
+            }
         };
+        *endpoint = Some(Arc::clone(admitted.permit.stats()));
         let route = Arc::clone(&admitted.route);
         let Some(options) = route.policy.http() else {
             // The core routes requests to http endpoints only; this names its answer if not.
@@ -414,6 +436,7 @@ impl<N: Net> Visitor<N> {
         let channel = crate::tcp::open_channel(&self.driver, route, handle, self.peer).await?;
         // A clean end sends EOF and lets the client close; a broken one closes from here.
         let (io, closer) = crate::channel_io::split(channel, &self.driver.spills);
+        let io = io.counted(self.driver.metrics.endpoint(route.endpoint));
         let (sender, connection) = client::Builder::new()
             .handshake(TokioIo::new(io))
             .await

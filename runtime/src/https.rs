@@ -36,6 +36,13 @@ pub async fn serve<N: Net>(
     let mut backoff = AcceptBackoff::new("https");
     loop {
         let accepted = accept(&listener, &mut backoff).await;
+        let Some(early) = driver.count_on_accept(accepted.peer.ip()) else {
+            let peer = accepted.peer;
+            AccessLog::start(driver.settings().access_log, Listener::Https, peer)
+                .refused(TOO_MANY_FROM_SOURCE);
+            tracing::debug!(%peer, "too many connections from this source; closed");
+            continue;
+        };
         let (driver, acceptor, certs) = (Arc::clone(&driver), acceptor.clone(), Arc::clone(&certs));
         tokio::spawn(async move {
             // From a trusted load balancer, its PROXY header first: the visitor it names is the
@@ -50,7 +57,7 @@ pub async fn serve<N: Net>(
             };
             let access = AccessLog::start(driver.settings().access_log, Listener::Https, peer);
             // Counted with the http listener's: one budget per source (see http::serve).
-            let Some(_counted) = driver.enter_visitor_connection(peer.ip()) else {
+            let Some(_counted) = driver.count_visitor(early, peer.ip()) else {
                 access.refused(TOO_MANY_FROM_SOURCE);
                 return tracing::debug!(%peer, "too many connections from this source; closed");
             };
@@ -105,6 +112,7 @@ async fn serve_connection<N: Net, S: ByteStream>(
         // A name outside DOMAIN: no certificate of ours covers it, the handshake fails as TLS says.
         Err(refusal) => {
             access.refused(&refusal);
+            driver.metrics.visitor_refused(&refusal);
             return refuse(stream).await;
         }
     };
@@ -122,6 +130,7 @@ async fn serve_connection<N: Net, S: ByteStream>(
                 // tls visitors are refused by closing their connection.
                 Err(refusal) => {
                     access.refused(&refusal);
+                    driver.metrics.visitor_refused(&refusal);
                     return tracing::debug!(%peer, %refusal, "tls visitor refused");
                 }
             };

@@ -103,9 +103,11 @@ pub async fn watch<N: Net>(
 
 /// Reads and parses the file and gives the core the new list, or logs why the old one stays.
 async fn reload<N: Net>(driver: &Arc<Driver<N>>, path: &Path) {
-    let list = load_authorized_keys(path).and_then(|keys| keys.key_list(path));
+    let list =
+        load_authorized_keys(path).and_then(|keys| keys.key_list(path).map(|list| (list, keys)));
     match list {
-        Ok(keys) => {
+        Ok((keys, read)) => {
+            driver.set_key_comments(&read);
             tracing::info!(
                 "re-read authorized keys file {}: {} keys and certificate authorities",
                 path.display(),

@@ -5,6 +5,8 @@
 
 pub mod accept;
 pub mod access_log;
+pub mod admin;
+mod admin_page;
 pub mod admission;
 pub mod channel_io;
 pub mod config;
@@ -20,6 +22,7 @@ pub mod keys;
 pub mod killable;
 pub mod listeners;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod proxy_accept;
 pub mod proxy_header;

@@ -184,6 +184,7 @@ mod tests {
             spill_dir: std::env::temp_dir(),
             trusted_proxies: tunnel_core::TrustedProxies::default(),
             access_log: false,
+            metrics_per_endpoint: false,
         };
         let driver = Driver::new(gateway, HeldBinds(Arc::clone(&gate)), settings);
         let endpoint = EndpointId::from_raw(7);

@@ -33,6 +33,14 @@ pub enum StartError {
     /// An `authorized_keys` option the server cannot honour.
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    /// The admin listener's token file.
+    #[error("cannot use {} as the admin token file: {problem}", path.display())]
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The spill directory.
     #[error("cannot use {} for spill files: {source}", dir.display())]
     SpillDir {
@@ -62,6 +70,8 @@ pub struct Running<N: Net> {
     pub http_addr: SocketAddr,
     /// The HTTPS listener.
     pub https_addr: SocketAddr,
+    /// The admin listener, with `--admin-addr`.
+    pub admin_addr: Option<SocketAddr>,
     /// With `--authorized-keys`: notify it to re-read the file at once (SIGHUP); the file is
     /// also re-read by itself when it changes.
     pub reload_keys: Option<Arc<tokio::sync::Notify>>,
@@ -133,6 +143,12 @@ pub async fn start_inheriting<N: Net>(
     rng: Box<dyn RngCore + Send>,
     mut inherited: Inherited,
 ) -> Result<Running<N>, StartError> {
+    // Before anything is written or bound: a bad token file is a configuration error.
+    let admin_token = config
+        .admin_token_file
+        .as_deref()
+        .map(read_admin_token)
+        .transpose()?;
     let (tls, certs) = crate::tls::server_config(config)?;
     if let Some(dir) = crate::state_file::writable_by_others(&config.state_dir) {
         tracing::warn!(
@@ -143,6 +159,14 @@ pub async fn start_inheriting<N: Net>(
     let ssh = bind(&net, &mut inherited, "ssh", config.ssh_addr).await?;
     let http = bind(&net, &mut inherited, "http", config.http_addr).await?;
     let https = bind(&net, &mut inherited, "https", config.https_addr).await?;
+    let admin = match config.admin_addr {
+        Some(addr) => Some(bind(&net, &mut inherited, "admin", addr).await?),
+        None => None,
+    };
+    let admin_addr = admin
+        .as_ref()
+        .zip(config.admin_addr)
+        .map(|(listener, asked)| local(listener, asked));
     let leftover = inherited.leftover();
     if !leftover.is_empty() {
         tracing::warn!(
@@ -202,10 +226,14 @@ pub async fn start_inheriting<N: Net>(
         trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone())
             .with_proxy_protocol(config.accept_proxy_proto),
         access_log: config.access_log,
+        metrics_per_endpoint: config.metrics_per_endpoint,
     };
     let mut gateway = Gateway::new(core, rng);
     crate::holdings_file::restore(&mut gateway, &config.state_dir);
     let driver = Driver::new(gateway, net, settings);
+    if let Some(keys) = authorized {
+        driver.set_key_comments(keys);
+    }
 
     tokio::spawn(Arc::clone(&driver).run_timers());
     let reload_keys = config.authorized_keys.as_ref().map(|path| {
@@ -222,7 +250,7 @@ pub async fn start_inheriting<N: Net>(
         Arc::clone(&driver),
         config.state_dir.clone(),
     ));
-    let accepting = vec![
+    let mut accepting = vec![
         tokio::spawn(crate::ssh::serve(
             Arc::clone(&driver),
             ssh,
@@ -232,6 +260,10 @@ pub async fn start_inheriting<N: Net>(
         tokio::spawn(crate::http::serve(Arc::clone(&driver), http)).abort_handle(),
         tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls, certs)).abort_handle(),
     ];
+    if let Some(admin) = admin {
+        let serving = crate::admin::serve(Arc::clone(&driver), admin, admin_token);
+        accepting.push(tokio::spawn(serving).abort_handle());
+    }
     Ok(Running {
         driver,
         state_dir: config.state_dir.clone(),
@@ -239,8 +271,21 @@ pub async fn start_inheriting<N: Net>(
         ssh_addr,
         http_addr,
         https_addr,
+        admin_addr,
         reload_keys,
     })
+}
+
+/// The admin token: the file's content, trimmed; an empty file is refused (it would admit an
+/// empty bearer token).
+fn read_admin_token(path: &std::path::Path) -> Result<crate::admin::AdminToken, StartError> {
+    let failed = |problem: String| StartError::AdminToken {
+        path: path.to_owned(),
+        problem,
+    };
+    let content = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    crate::admin::AdminToken::from_file_content(&content)
+        .ok_or_else(|| failed("it is empty".to_owned()))
 }
 
 /// Creates the spill directory (owner only: it holds visitors' data) and logs the caps beside the

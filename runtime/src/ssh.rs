@@ -157,6 +157,7 @@ impl<N: Net> Handler for SshHandler<N> {
         Ok(if self.driver.with_gateway(|g| g.accepts_key(&key)) {
             Auth::Accept
         } else {
+            self.driver.metrics.auth_failed("unlisted_key");
             Auth::reject()
         })
     }

@@ -91,6 +91,7 @@ async fn serve_visitor<N: Net, S: ByteStream>(
         // tcp visitors are refused by closing their connection.
         Err(refusal) => {
             access.refused(&refusal);
+            driver.metrics.visitor_refused(&refusal);
             return tracing::debug!(%peer, port, %refusal, "visitor refused");
         }
     };
@@ -129,6 +130,7 @@ pub async fn open_and_pipe<N: Net>(
     // After a clean end the client closes the channel; a broken pipe is closed from here (see
     // channel_io for why not on drop).
     let (io, closer) = crate::channel_io::split(channel, &driver.spills);
+    let io = io.counted(driver.metrics.endpoint(route.endpoint));
     if pipe(driver, visitor, io, prefix, gone).await {
         access.closed();
     } else {
@@ -146,6 +148,7 @@ pub async fn open_channel<N: Net>(
     handle: &Handle,
     peer: SocketAddr,
 ) -> Result<russh::Channel<russh::server::Msg>, VisitorRefusal> {
+    let started = tokio::time::Instant::now();
     let opened = tokio::time::timeout(
         driver.settings().channel_open_timeout,
         handle.channel_open_forwarded_tcpip(
@@ -156,11 +159,14 @@ pub async fn open_channel<N: Net>(
         ),
     )
     .await;
-    match opened {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(_)) => Err(VisitorRefusal::LocalServiceRefused),
-        Err(_) => Err(VisitorRefusal::TunnelTimedOut),
-    }
+    driver.metrics.channel_opened(started.elapsed());
+    let refusal = match opened {
+        Ok(Ok(channel)) => return Ok(channel),
+        Ok(Err(_)) => VisitorRefusal::LocalServiceRefused,
+        Err(_) => VisitorRefusal::TunnelTimedOut,
+    };
+    driver.metrics.visitor_refused(&refusal);
+    Err(refusal)
 }
 
 /// Copies both ways until both sides are done, passing each side's EOF on as a half-close, and

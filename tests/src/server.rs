@@ -261,10 +261,13 @@ impl ServerBuilder {
     /// Runs a server that is expected to exit on its own (a refused configuration), bounded by
     /// `timeout`.
     pub fn run_to_exit(self, timeout: Duration) -> ExitOutput {
+        // The work dir (and the state dir in it) must outlive the process: `..` would drop it
+        // at once, and a server that gets as far as writing its state would fail on that.
         let Spawned {
             mut child,
             log,
             description,
+            work_dir: _work_dir,
             ..
         } = self.spawn();
         let deadline = Instant::now() + timeout;

@@ -87,6 +87,12 @@ pub enum ConfigError {
          and none is given; add --trusted-proxies CIDR for the load balancer in front"
     )]
     ProxyProtoWithoutTrustedProxies,
+    #[error(
+        "refusing to start: --admin-addr {addr} is not a loopback address, so anyone who can \
+         reach it could kick users and free names; give --admin-token-file FILE or listen on \
+         127.0.0.1"
+    )]
+    AdminWithoutToken { addr: SocketAddr },
 }
 
 impl ConfigError {

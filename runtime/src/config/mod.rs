@@ -106,6 +106,13 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Whether each visitor connection gets an access log line when it ends.
     pub access_log: bool,
+    /// The admin listener, if any.
+    pub admin_addr: Option<SocketAddr>,
+    /// The file holding the admin listener's bearer token; always set with a non-loopback
+    /// `admin_addr`.
+    pub admin_token_file: Option<PathBuf>,
+    /// Per-endpoint series in `/metrics`.
+    pub metrics_per_endpoint: bool,
 }
 
 /// `--tls-cert` and `--tls-key`, which are only valid together.
@@ -158,6 +165,12 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
     if s.accept_proxy_proto && s.trusted_proxies.is_empty() {
         return Err(ConfigError::ProxyProtoWithoutTrustedProxies);
     }
+    // The admin API kicks users and frees names: off loopback, only with a token.
+    if let Some(addr) = s.admin_addr {
+        if !is_loopback(addr.ip()) && s.admin_token_file.is_none() {
+            return Err(ConfigError::AdminWithoutToken { addr });
+        }
+    }
     let spill_dir = s.spill_dir.unwrap_or_else(|| s.state_dir.join(SPILL_DIR));
     Ok(ServerConfig {
         config_file,
@@ -205,6 +218,9 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         ),
         log_format: s.log_format,
         access_log: s.access_log,
+        admin_addr: s.admin_addr,
+        admin_token_file: s.admin_token_file,
+        metrics_per_endpoint: s.metrics_per_endpoint,
     })
 }
 

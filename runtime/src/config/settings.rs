@@ -160,6 +160,15 @@ pub(super) struct Settings {
     /// One log line per visitor connection when it ends, on the target "access" [default: false]
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = Rule(values::switch))]
     pub access_log: bool,
+    /// Admin listener (JSON API, status page, /metrics); a non-loopback address needs --admin-token-file [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = Rule(values::addr))]
+    pub admin_addr: Option<SocketAddr>,
+    /// File whose content (trimmed) is the token the admin listener requires as "Authorization: Bearer TOKEN"
+    #[arg(long, value_name = "FILE", value_parser = Rule(values::path))]
+    pub admin_token_file: Option<PathBuf>,
+    /// Per-endpoint series (labelled with each name or port) in /metrics, beside the per-kind ones [default: false]
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = Rule(values::switch))]
+    pub metrics_per_endpoint: bool,
 }
 
 /// The built-in defaults, parsed like flags. Each flag's help repeats its default (a test
@@ -199,6 +208,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("spill-max-total", "8GiB"),
     ("log-format", "text"),
     ("access-log", "false"),
+    ("metrics-per-endpoint", "false"),
 ];
 
 /// The command every source is parsed with. No flag is required: the defaults are a source of

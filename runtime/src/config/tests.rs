@@ -74,6 +74,9 @@ fn defaults_with_no_args() {
             spill: tunnel_core::SpillLimits::new(256 * 1024, 1 << 30, 8 << 30),
             log_format: LogFormat::Text,
             access_log: false,
+            admin_addr: None,
+            admin_token_file: None,
+            metrics_per_endpoint: false,
         }
     );
 }
@@ -270,12 +273,18 @@ fn file_accepts_every_flag_name() {
         accept-proxy-proto = true
         log-format = "json"
         access-log = true
+        admin-addr = "127.0.0.1:9"
+        admin-token-file = "tok"
+        metrics-per-endpoint = true
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
+    assert_eq!(c.admin_addr, Some("127.0.0.1:9".parse().unwrap()));
+    assert_eq!(c.admin_token_file, Some(PathBuf::from("tok")));
+    assert!(c.metrics_per_endpoint);
     assert_eq!(
         known_keys().len(),
-        41,
+        44,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);
@@ -828,4 +837,21 @@ fn setting_display_names_origin() {
         setting(Origin::Default).to_string(),
         r#"default ssh-addr "x""#
     );
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let err = config(&["--admin-addr", "0.0.0.0:9000"]).expect_err("no token");
+    assert!(matches!(err, ConfigError::AdminWithoutToken { .. }));
+    assert_eq!(err.exit_code(), 2);
+    assert_eq!(
+        err.to_string(),
+        "refusing to start: --admin-addr 0.0.0.0:9000 is not a loopback address, so anyone who \
+         can reach it could kick users and free names; give --admin-token-file FILE or listen on \
+         127.0.0.1"
+    );
+    let c = config(&["--admin-addr", "0.0.0.0:9000", "--admin-token-file", "t"]).expect("valid");
+    assert_eq!(c.admin_token_file, Some(PathBuf::from("t")));
+    let local = config(&["--admin-addr", "[::1]:9000"]).expect("loopback needs no token");
+    assert_eq!(local.admin_token_file, None);
 }

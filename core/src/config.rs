@@ -38,6 +38,7 @@ pub struct GatewayConfig {
     key_quotas: BTreeMap<KeyFingerprint, KeyQuota>,
     key_rules: BTreeMap<KeyFingerprint, KeyRules>,
     authorities: BTreeMap<KeyFingerprint, KeyRules>,
+    admin_keys: BTreeSet<KeyFingerprint>,
     home: Home,
 }
 
@@ -68,6 +69,7 @@ impl GatewayConfig {
             key_quotas: BTreeMap::new(),
             key_rules: BTreeMap::new(),
             authorities: BTreeMap::new(),
+            admin_keys: BTreeSet::new(),
             home: Home {
                 ssh_port: 22,
                 host_key: String::new(),
@@ -112,6 +114,17 @@ impl GatewayConfig {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Keys that may run `ssh HOST admin ...` (they must still be let in like any key).
+    pub fn with_admin_keys(mut self, keys: BTreeSet<KeyFingerprint>) -> Self {
+        self.admin_keys = keys;
+        self
+    }
+
+    /// Whether `key` may run `ssh HOST admin ...`.
+    pub fn is_admin(&self, key: &KeyFingerprint) -> bool {
+        self.admin_keys.contains(key)
     }
 
     /// What the server's own page at DOMAIN tells visitors: the public SSH port users connect to

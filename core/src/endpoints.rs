@@ -54,7 +54,7 @@ pub enum EndpointPolicy {
 impl EndpointPolicy {
     pub(crate) fn from_command(command: &Command) -> Option<Self> {
         match command {
-            Command::Help | Command::List | Command::Release(_) => None,
+            Command::Help | Command::List | Command::Release(_) | Command::Admin(_) => None,
             Command::Http(o) => Some(Self::Http(Arc::new(o.clone()))),
             Command::Tcp(o) => Some(Self::Tcp(o.clone())),
             Command::Tls(o) => Some(Self::Tls(o.clone())),

@@ -48,7 +48,9 @@ pub enum CommandError {
     #[error("the command line ends in a lone backslash")]
     TrailingBackslash,
     /// The first word is not a command.
-    #[error("unknown command {0} (the commands are http, tcp, tls and help)")]
+    #[error(
+        "unknown command {0} (the commands are http, tcp, tls, list, release, admin and help)"
+    )]
     UnknownCommand(Shown),
     /// A flag came before any command.
     #[error("flag {0} needs a command before it (http, tcp or tls)")]
@@ -82,6 +84,9 @@ pub enum CommandError {
     /// A word that is neither a flag nor a flag's value.
     #[error("unexpected argument {0}")]
     UnexpectedArgument(Shown),
+    /// `admin` without what to do, or `admin kick` without the connection.
+    #[error("admin needs connections, endpoints or kick ID [REASON]")]
+    MissingAdminCommand,
     /// `release` without the name or port to release.
     #[error("release needs the name or port to release (see: ssh HOST list)")]
     MissingName,
@@ -214,6 +219,12 @@ pub enum SessionError {
     /// A second exec or shell request on one connection.
     #[error("one command per connection")]
     SecondCommand,
+    /// `admin ...` from a key the operator did not list in `--admin-keys`.
+    #[error("admin commands need a key listed in the server's --admin-keys")]
+    NotAnAdmin,
+    /// `admin kick` of a connection the gateway does not have.
+    #[error("no connection {0} (see: ssh HOST admin connections)")]
+    NoSuchConnection(Shown),
     /// `release` of an address this key holds in no reservation.
     #[error("{0} is not reserved for your key (see: ssh HOST list)")]
     NotReserved(Shown),
@@ -249,6 +260,8 @@ impl SessionError {
             SessionError::SecondCommand => "second_command",
             SessionError::NotReserved(_) => "release_not_reserved",
             SessionError::ReleaseLive(_) => "release_live",
+            SessionError::NotAnAdmin => "not_an_admin",
+            SessionError::NoSuchConnection(_) => "no_such_connection",
         }
     }
 }

@@ -10,7 +10,7 @@ use rand_core::RngCore;
 use crate::action::{Action, OutputStream, Reply};
 use crate::authorized::{KeyList, Revoked};
 use crate::certificates::{certificate_login, CertificateLogin, UserCertificate};
-use crate::command::{parse_command_line, Command, EndpointKind, HELP};
+use crate::command::{parse_command_line, AdminCommand, Command, EndpointKind, HELP};
 use crate::config::GatewayConfig;
 use crate::endpoints::{inspect_line, public_url, Route};
 use crate::error::{ForwardError, SessionError, Shown};
@@ -19,7 +19,7 @@ use crate::forwards::{Effects, Forwards};
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::input::Input;
 use crate::key_rules::KeyRules;
-use crate::listing::{listing, released_address};
+use crate::listing::{connections_table, endpoints_table, listing, released_address};
 use crate::names::{normalize_host, Hostname};
 use crate::ownership::{Address, Claim, Holding};
 use crate::ports::TcpPortPool;
@@ -806,6 +806,7 @@ impl Gateway {
                 return self.answer_and_exit(now, conn, lines);
             }
             Some(Command::Release(text)) => return self.release(now, conn, &key, text),
+            Some(Command::Admin(asked)) => return self.admin(now, conn, &key, asked.clone()),
             _ => {}
         }
         if !by_deadline && self.forwards.count_of(conn) == 0 {
@@ -874,6 +875,33 @@ impl Gateway {
     fn end_reservation(&mut self, address: &Address) {
         self.timers.cancel(&Timer::Reservation(address.clone()));
         self.forwards.reservation_revoked(address);
+    }
+
+    /// `admin ...`: the operator's views and kick, for keys listed in `--admin-keys`.
+    fn admin(&mut self, now: Instant, conn: ConnId, key: &KeyFingerprint, asked: AdminCommand) {
+        if !self.config.is_admin(key) {
+            return self.fail(now, conn, SessionError::NotAnAdmin);
+        }
+        let lines = match asked {
+            AdminCommand::Connections => {
+                connections_table(&self.connections_view(now), &self.endpoints_view())
+            }
+            AdminCommand::Endpoints => endpoints_table(&self.endpoints_view()),
+            AdminCommand::Kick { conn: raw, reason } => {
+                let target = ConnId::from_raw(raw);
+                if !self.conns.contains_key(&target) {
+                    let shown = target.to_string();
+                    return self.fail(
+                        now,
+                        conn,
+                        SessionError::NoSuchConnection(shown.as_str().into()),
+                    );
+                }
+                self.kick(now, target, reason.as_deref());
+                vec![format!("kicked {target}")]
+            }
+        };
+        self.answer_and_exit(now, conn, lines);
     }
 
     /// `release NAME|PORT`: one of the key's reservations ends now, and the address is free.

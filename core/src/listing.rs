@@ -10,6 +10,7 @@ use crate::forwards::Forwards;
 use crate::ids::{ConnId, KeyFingerprint};
 use crate::names::requested_name;
 use crate::ownership::{Address, Holding};
+use crate::views::{ConnectionView, EndpointView};
 
 /// The lines `list` prints for `key`: a header, then one line per address it holds, live ones
 /// with their public URL, reserved ones with the time left.
@@ -53,6 +54,69 @@ pub(crate) fn listing(
     let mut lines = vec![format!("{:width$}  STATE", "ADDRESS")];
     lines.extend(rows.into_iter().map(|(a, s)| format!("{a:width$}  {s}")));
     lines
+}
+
+/// `admin connections`: every connection, with its key, peer, age and endpoints' URLs.
+pub(crate) fn connections_table(
+    connections: &[ConnectionView],
+    endpoints: &[EndpointView],
+) -> Vec<String> {
+    let rows = connections.iter().map(|c| {
+        let urls: Vec<&str> = endpoints
+            .iter()
+            .filter(|e| e.conn == c.conn)
+            .map(|e| e.url.as_str())
+            .collect();
+        vec![
+            c.conn.to_string(),
+            c.key
+                .as_ref()
+                .map_or_else(|| "(not authenticated)".to_owned(), ToString::to_string),
+            c.peer.to_string(),
+            remaining(c.connected_for),
+            urls.join(" "),
+        ]
+    });
+    table(&["CONNECTION", "KEY", "PEER", "FOR", "ENDPOINTS"], rows)
+}
+
+/// `admin endpoints`: every live endpoint, with its URL, connection and key.
+pub(crate) fn endpoints_table(endpoints: &[EndpointView]) -> Vec<String> {
+    let rows = endpoints.iter().map(|e| {
+        vec![
+            e.url.clone(),
+            e.kind.to_string(),
+            e.conn.to_string(),
+            e.key.to_string(),
+        ]
+    });
+    table(&["ENDPOINT", "KIND", "CONNECTION", "KEY"], rows)
+}
+
+/// Columns padded to their widest cell, two spaces apart; the last column unpadded.
+fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Vec<String> {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    all.extend(rows);
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    all.iter()
+        .map(|row| {
+            let last = row.len() - 1;
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| {
+                    if i == last {
+                        cell.clone()
+                    } else {
+                        format!("{cell:w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect()
 }
 
 /// A name as is, a tcp port as `tcp://DOMAIN:PORT` (as its Forwarding line shows it).

@@ -122,3 +122,65 @@ fn release_refuses_what_is_live_or_not_the_callers() {
     assert_eq!(h.gw.reservation_count(), 1, "bob's stays");
     h.assert_no_leaks();
 }
+
+#[test]
+fn an_operator_key_lists_every_connection_and_endpoint_and_kicks_one() {
+    let mut h = Harness::builder().admin_keys(&["root"]).build();
+    let (alice, _) = h.tunnel("alice", &[("app", 80)], "http");
+    let (bob, _) = h.tunnel("bob", &[("localhost", 20007)], "tcp");
+    h.advance(Duration::from_secs(65));
+
+    let (out, _, status) = run(&mut h, "root", "admin endpoints");
+    assert_eq!(status, Some(0));
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(out[0].starts_with("ENDPOINT"), "{out:?}");
+    assert!(out[1].starts_with("http://app.localhost:8080  http") && out[1].contains("conn#"));
+    assert!(out[2].starts_with("tcp://localhost:20007"), "{out:?}");
+
+    let (out, _, status) = run(&mut h, "root", "admin connections");
+    assert_eq!(status, Some(0));
+    let alice_row = out
+        .iter()
+        .find(|l| l.ends_with("http://app.localhost:8080"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(alice_row.starts_with(&alice.to_string()) && alice_row.contains("1m 5s"));
+
+    let (out, _, status) = run(&mut h, "root", &format!("admin kick {bob} 'over quota'"));
+    assert_eq!((out, status), (vec![format!("kicked {bob}")], Some(0)));
+    assert!(h.is_closed(bob));
+    assert_eq!(h.stderr(bob), ["disconnected by the operator: over quota"]);
+    assert!(!h.is_closed(alice), "the others carry on");
+    assert_eq!(h.gw.reservation_count(), 1, "bob's port stays his");
+
+    let (_, err, status) = run(&mut h, "root", "admin kick conn#999");
+    assert_eq!(status, Some(1));
+    assert_eq!(
+        err,
+        ["error: no connection \"conn#999\" (see: ssh HOST admin connections) (see --help: ssh HOST help)"]
+    );
+    h.assert_no_leaks();
+}
+
+#[test]
+fn admin_commands_are_refused_to_other_keys_and_malformed_ones_say_what_is_missing() {
+    let mut h = Harness::builder().admin_keys(&["root"]).build();
+    let (web, _) = h.tunnel("alice", &[("app", 80)], "http");
+    let (_, err, status) = run(&mut h, "alice", &format!("admin kick {web}"));
+    assert_eq!(
+        err,
+        ["error: admin commands need a key listed in the server's --admin-keys (see --help: ssh HOST help)"]
+    );
+    assert_eq!(status, Some(1));
+    assert!(!h.is_closed(web));
+    for (command, line) in [
+        ("admin", "error: admin needs connections, endpoints or kick ID [REASON] (see --help: ssh HOST help)"),
+        ("admin kick", "error: admin needs connections, endpoints or kick ID [REASON] (see --help: ssh HOST help)"),
+        ("admin kick me", "error: unexpected argument \"me\" (see --help: ssh HOST help)"),
+        ("admin reboot", "error: unknown command \"admin reboot\" (the commands are http, tcp, tls, list, release, admin and help) (see --help: ssh HOST help)"),
+    ] {
+        let (_, err, status) = run(&mut h, "root", command);
+        assert_eq!(err, [line], "{command}");
+        assert_eq!(status, Some(2), "{command}");
+    }
+    h.assert_no_leaks();
+}

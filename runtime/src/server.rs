@@ -207,6 +207,15 @@ pub async fn start_inheriting<N: Net>(
         .with_limits(limits)
         .with_spill_limits(config.spill)
         .with_home(ssh_addr.port(), host_key_fingerprint);
+    let core = match &config.admin_keys {
+        Some(path) => core.with_admin_keys(
+            crate::keys::load_authorized_keys(path)?
+                .fingerprints()
+                .map(tunnel_core::KeyFingerprint::new)
+                .collect(),
+        ),
+        None => core,
+    };
     let core = config.key_quotas.iter().fold(core, |core, (key, quota)| {
         core.with_key_quota(key.clone(), *quota)
     });

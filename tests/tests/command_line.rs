@@ -185,3 +185,61 @@ fn list_shows_a_users_endpoints_and_release_gives_a_reservation_back() {
         "{out}"
     );
 }
+
+#[test]
+fn an_operator_key_lists_connections_and_kicks_one_over_ssh() {
+    let admin = tunnel_e2e::Key::generate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admins = dir.path().join("admins");
+    std::fs::write(&admins, admin.public_line()).expect("write the admin keys");
+    let server = Server::builder()
+        .args(["--admin-keys".to_owned(), admins.display().to_string()])
+        .start();
+    let local = LocalService::echo();
+    let mut user = Client::builder(&server)
+        .forward(format!("app:80:localhost:{}", local.port()))
+        .command(["http"])
+        .spawn();
+    let forwarding = user.wait_forwarding();
+    let as_admin = |words: &[&str]| {
+        Client::builder(&server)
+            .key(&admin)
+            .command(words.iter().copied())
+            .spawn()
+            .wait_exit(FAILURE_TIMEOUT)
+    };
+
+    let out = as_admin(&["admin", "connections"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let row = out
+        .stdout
+        .iter()
+        .find(|l| l.ends_with(&forwarding.url))
+        .unwrap_or_else(|| panic!("no row for the user's connection\n{out}"));
+    let number = row
+        .split_whitespace()
+        .next()
+        .and_then(|id| id.strip_prefix("conn#"))
+        .expect("the row starts with the connection")
+        .to_owned();
+
+    let out = as_admin(&["admin", "kick", &number, "maintenance"]);
+    assert_eq!(out.stdout, [format!("kicked conn#{number}")], "{out}");
+    let ended = user.wait_exit(FAILURE_TIMEOUT);
+    assert!(
+        ended
+            .stderr
+            .iter()
+            .any(|l| l == "disconnected by the operator: maintenance"),
+        "{ended}"
+    );
+
+    // Any other key is refused.
+    let out =
+        Client::spawn(&server, &[], &["admin", "connections"], None).wait_exit(FAILURE_TIMEOUT);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert_one_error_line(
+        &out,
+        "admin commands need a key listed in the server's --admin-keys",
+    );
+}

@@ -22,13 +22,31 @@ pub enum Command {
     List,
     /// `release NAME|PORT`: drop one of the caller's reservations and exit.
     Release(String),
+    /// `admin connections|endpoints|kick ID [REASON...]`: for keys the operator lists.
+    Admin(AdminCommand),
+}
+
+/// What an operator asks over SSH.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// Every connection, with its key, peer, age and endpoints.
+    Connections,
+    /// Every live endpoint, with its URL and key.
+    Endpoints,
+    /// Close a connection (the number `admin connections` shows), telling its user why.
+    Kick {
+        /// The connection's number.
+        conn: u64,
+        /// What its user reads, if the operator says.
+        reason: Option<String>,
+    },
 }
 
 impl Command {
     /// The endpoint kind this command creates, `None` for `help`.
     pub fn kind(&self) -> Option<EndpointKind> {
         match self {
-            Command::Help | Command::List | Command::Release(_) => None,
+            Command::Help | Command::List | Command::Release(_) | Command::Admin(_) => None,
             Command::Http(_) => Some(EndpointKind::Http),
             Command::Tcp(_) => Some(EndpointKind::Tcp),
             Command::Tls(_) => Some(EndpointKind::Tls),

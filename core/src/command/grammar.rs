@@ -16,8 +16,8 @@ use nom::{IResult, Parser};
 #[cfg(feature = "__testing")]
 use super::ast::HeaderEdits;
 use super::ast::{
-    AccessRules, Command, Credentials, EndpointKind, HeaderName, HostHeader, HttpOptions,
-    ProxyVersion, StreamOptions,
+    AccessRules, AdminCommand, Command, Credentials, EndpointKind, HeaderName, HostHeader,
+    HttpOptions, ProxyVersion, StreamOptions,
 };
 use crate::error::CommandError;
 
@@ -134,6 +134,7 @@ pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
         ("list" | "release", [_, extra, ..] | [extra]) => {
             return Err(CommandError::UnexpectedArgument((*extra).into()))
         }
+        ("admin", words) => return admin_command(words).map(|a| Some(Command::Admin(a))),
         _ => {}
     }
     let kind = match first {
@@ -176,6 +177,29 @@ pub fn parse_command_line(line: &str) -> Result<Option<Command>, CommandError> {
         flags.apply(known, value)?;
     }
     Ok(Some(flags.finish()))
+}
+
+fn admin_command(words: &[&str]) -> Result<AdminCommand, CommandError> {
+    match words {
+        ["connections"] => Ok(AdminCommand::Connections),
+        ["endpoints"] => Ok(AdminCommand::Endpoints),
+        ["kick", id, reason @ ..] => {
+            // `admin connections` shows `conn#12`; either form is taken.
+            let digits = id.strip_prefix("conn#").unwrap_or(id);
+            let conn = digits
+                .parse::<u64>()
+                .map_err(|_| CommandError::UnexpectedArgument((*id).into()))?;
+            let reason = (!reason.is_empty()).then(|| reason.join(" "));
+            Ok(AdminCommand::Kick { conn, reason })
+        }
+        ["kick"] | [] => Err(CommandError::MissingAdminCommand),
+        ["connections" | "endpoints", extra, ..] => {
+            Err(CommandError::UnexpectedArgument((*extra).into()))
+        }
+        [other, ..] => Err(CommandError::UnknownCommand(
+            format!("admin {other}").as_str().into(),
+        )),
+    }
 }
 
 fn is_help(word: &str) -> bool {
@@ -478,6 +502,16 @@ pub(crate) fn render(command: &Command) -> String {
         Command::Help => return "help".to_owned(),
         Command::List => return "list".to_owned(),
         Command::Release(address) => return format!("release {}", quote(address)),
+        Command::Admin(AdminCommand::Connections) => return "admin connections".to_owned(),
+        Command::Admin(AdminCommand::Endpoints) => return "admin endpoints".to_owned(),
+        Command::Admin(AdminCommand::Kick { conn, reason }) => {
+            let mut line = format!("admin kick {conn}");
+            if let Some(reason) = reason {
+                line.push(' ');
+                line.push_str(&quote(reason));
+            }
+            return line;
+        }
         Command::Http(o) => {
             for c in &o.basic_auth {
                 push(Flag::BasicAuth, &format!("{}:{}", c.user, c.password));

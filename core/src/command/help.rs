@@ -10,6 +10,7 @@ Commands:
   tls     pass TLS through by SNI, never terminated          (remote port 443 or 0; needs a NAME)
   list    print your endpoints and the names and ports reserved for your key (`ssh HOST list`)
   release NAME|PORT   drop one of your reservations now (`ssh HOST release app`)
+  admin connections|endpoints|kick ID [REASON]   operator keys only (the server's --admin-keys)
   help    print this text (also --help, -h; type `ssh HOST help` or `ssh HOST -- --help`)
   With no command, remote port 80 or 443 means http, anything else tcp.
 

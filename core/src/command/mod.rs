@@ -8,8 +8,8 @@ mod grammar;
 mod help;
 
 pub use ast::{
-    AccessRules, Command, Credentials, EndpointKind, HeaderEdits, HeaderName, HostHeader,
-    HttpOptions, ProxyVersion, StreamOptions,
+    AccessRules, AdminCommand, Command, Credentials, EndpointKind, HeaderEdits, HeaderName,
+    HostHeader, HttpOptions, ProxyVersion, StreamOptions,
 };
 pub use grammar::parse_command_line;
 pub use help::HELP;

@@ -91,6 +91,12 @@ impl HarnessBuilder {
         self
     }
 
+    pub fn admin_keys(mut self, keys: &[&str]) -> Self {
+        let keys = keys.iter().map(|k| key(k)).collect();
+        self.config = self.config.with_admin_keys(keys);
+        self
+    }
+
     pub fn authorized_keys(mut self, keys: &[&str]) -> Self {
         let keys = keys.iter().map(|k| key(k)).collect();
         self.config = self.config.with_authorized_keys(Some(keys));

@@ -113,6 +113,8 @@ pub struct ServerConfig {
     pub admin_token_file: Option<PathBuf>,
     /// Per-endpoint series in `/metrics`.
     pub metrics_per_endpoint: bool,
+    /// Keys that may run `ssh HOST admin ...`.
+    pub admin_keys: Option<PathBuf>,
 }
 
 /// `--tls-cert` and `--tls-key`, which are only valid together.
@@ -221,6 +223,7 @@ fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, Co
         admin_addr: s.admin_addr,
         admin_token_file: s.admin_token_file,
         metrics_per_endpoint: s.metrics_per_endpoint,
+        admin_keys: s.admin_keys,
     })
 }
 

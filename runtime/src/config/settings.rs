@@ -169,6 +169,9 @@ pub(super) struct Settings {
     /// Per-endpoint series (labelled with each name or port) in /metrics, beside the per-kind ones [default: false]
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = Rule(values::switch))]
     pub metrics_per_endpoint: bool,
+    /// OpenSSH authorized_keys-format file of the keys that may run `ssh HOST admin ...` (they must also be let in by --authorized-keys) [default: none]
+    #[arg(long, value_name = "PATH", value_parser = Rule(values::path))]
+    pub admin_keys: Option<PathBuf>,
 }
 
 /// The built-in defaults, parsed like flags. Each flag's help repeats its default (a test

@@ -77,6 +77,7 @@ fn defaults_with_no_args() {
             admin_addr: None,
             admin_token_file: None,
             metrics_per_endpoint: false,
+            admin_keys: None,
         }
     );
 }
@@ -275,16 +276,18 @@ fn file_accepts_every_flag_name() {
         access-log = true
         admin-addr = "127.0.0.1:9"
         admin-token-file = "tok"
+        admin-keys = "admins"
         metrics-per-endpoint = true
         "#,
     );
     let c = config(&["--config", arg(&path)]).expect("valid");
     assert_eq!(c.admin_addr, Some("127.0.0.1:9".parse().unwrap()));
     assert_eq!(c.admin_token_file, Some(PathBuf::from("tok")));
+    assert_eq!(c.admin_keys, Some(PathBuf::from("admins")));
     assert!(c.metrics_per_endpoint);
     assert_eq!(
         known_keys().len(),
-        44,
+        45,
         "every setting is covered by this test"
     );
     assert_eq!(c.https_addr.port(), 3);

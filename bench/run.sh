@@ -49,6 +49,7 @@ command -v ssh >/dev/null || need_pkgs+=(openssh-client)
 command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v curl >/dev/null || need_pkgs+=(curl)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
 if (( ${#need_pkgs[@]} )); then
@@ -178,12 +179,13 @@ fi
 env NO_COLOR=1 ${TUNNEL_ENV:-} "$TUNNEL_SERVER" --ssh-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
     --https-addr 127.0.0.1:0 --state-dir "$W/tunnel-state" --tcp-ports "$TCP_PORTS" \
     --name-grace 0 --max-connections-per-key 4096 --max-unauthenticated-per-ip 1024 \
-    --max-tcp-ports-per-key 4096 --max-names-per-key 4096 \
+    --max-tcp-ports-per-key 4096 --max-names-per-key 4096 --admin-addr 127.0.0.1:0 \
     >"$W/tunnel-server.log" 2>&1 &
 TS_PID=$!
 PIDS+=("$TS_PID")
 TS_SSH_PORT=$(wait_for "$W/tunnel-server.log" 'listening ssh on 127\.0\.0\.1:([0-9]+)' 10)
 TS_HTTP_PORT=$(wait_for "$W/tunnel-server.log" 'listening http on 127\.0\.0\.1:([0-9]+)' 10)
+TS_ADMIN_PORT=$(wait_for "$W/tunnel-server.log" 'listening admin on 127\.0\.0\.1:([0-9]+)' 10)
 for ((i = 0; i < 100; i++)); do
     (exec 3<>"/dev/tcp/127.0.0.1/$SSHD_PORT") 2>/dev/null && break
     sleep 0.05
@@ -357,7 +359,8 @@ print(f($cpu1 - $cpu0), f($ccpu1 - $ccpu0), f($mcpu1 - $mcpu0))")
 }
 section http && for server in $SERVERS; do
     variants=(default)
-    [[ $server == tunnel ]] && variants+=(noinspect)
+    # scraped: keep-alive again with the admin listener's /metrics fetched every second.
+    [[ $server == tunnel ]] && variants+=(noinspect scraped)
     for variant in "${variants[@]}"; do
         HTTP_FLAGS=()
         [[ $variant == noinspect ]] && HTTP_FLAGS=(--inspect=false)
@@ -367,13 +370,27 @@ section http && for server in $SERVERS; do
         else
             url=http://127.0.0.1:$TS_HTTP_PORT/ host_args=(-H "Host: $FWD_ADDR")
         fi
-        for conn in keepalive close; do
+        conns=(keepalive close)
+        [[ $variant == scraped ]] && conns=(keepalive)
+        for conn in "${conns[@]}"; do
+            SCRAPER=
+            if [[ $variant == scraped ]]; then
+                (for ((i = 0; i < DURATION + 15; i++)); do
+                    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$TS_ADMIN_PORT/metrics"
+                    sleep 1
+                done) &
+                SCRAPER=$!
+            fi
             extra=("${host_args[@]}")
             [[ $conn == close ]] && extra+=(-H "Connection: close")
             key=$server-$variant-$conn
             run_wrk "$key" "$url" "${extra[@]}"
+            if [[ -n $SCRAPER ]]; then kill "$SCRAPER" 2>/dev/null || true; wait "$SCRAPER" 2>/dev/null || true; fi
             sfx=""
-            [[ $variant == noinspect ]] && sfx=-noinspect
+            [[ $variant != default ]] && sfx=-$variant
+            if [[ $variant == scraped ]]; then # the anchor here is the same server, unscraped
+                R[openssh,rps-$conn-scraped]=${R[tunnel,rps-$conn]:-nan}
+            fi
             R[$server,rps-$conn$sfx]=$rps R[$server,p50-$conn$sfx]=$p50 R[$server,p99-$conn$sfx]=$p99
             R[$server,us-$conn$sfx]=$us R[$server,cus-$conn$sfx]=$cus R[$server,mus-$conn$sfx]=$mus
             if [[ $server == openssh ]]; then # the same OpenSSH figures beside --inspect=false
@@ -475,6 +492,7 @@ row "ssh client CPU per request, keep-alive" "us" cus-keepalive lower -
 row "ssh client CPU per request, Connection: close" "us" cus-close lower -
 row "whole machine CPU per request, keep-alive" "us" mus-keepalive lower -
 row "whole machine CPU per request, Connection: close" "us" mus-close lower -
+row "HTTP keep-alive, admin /metrics scraped every 1 s" "req/s" rps-keepalive-scraped higher 0.95 "OpenSSH column: tunnel unscraped"
 row "HTTP keep-alive" "req/s" rps-keepalive-noinspect higher 1.0 "tunnel --inspect=false"
 row "HTTP keep-alive p99" "ms" p99-keepalive-noinspect lower 1.0 "tunnel --inspect=false"
 row "HTTP Connection: close" "req/s" rps-close-noinspect higher 1.5 "tunnel --inspect=false"

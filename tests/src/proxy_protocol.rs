@@ -163,6 +163,29 @@ fn from_v2(header: &v2::Header<'_>) -> Result<ProxyHeader, String> {
     })
 }
 
+/// A local service that reads the PROXY header the tunnel sends first, reports it (or why it
+/// could not be read) on the channel, then echoes the rest of the stream.
+pub fn proxy_service() -> (
+    LocalService,
+    std::sync::mpsc::Receiver<Result<ProxyHeader, String>>,
+) {
+    let (sender, headers) = std::sync::mpsc::channel();
+    let sender = std::sync::Mutex::new(sender);
+    let service = LocalService::spawn(move |mut stream| {
+        let header = read_header(&mut stream);
+        let ok = header.is_ok();
+        let _ = sender
+            .lock()
+            .expect("no sender panics while holding the lock")
+            .send(header);
+        if ok {
+            let mut writer = stream.try_clone().expect("clone the stream");
+            let _ = std::io::copy(&mut stream, &mut writer);
+        }
+    });
+    (service, headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

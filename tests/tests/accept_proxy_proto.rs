@@ -6,13 +6,10 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::{mpsc, Mutex};
 
 use tunnel_e2e::http_service::HttpService;
 use tunnel_e2e::http_visitor::HttpConn;
-use tunnel_e2e::proxy_protocol::{
-    proxying_balancer, read_header, v1_header, v2_header, ProxyHeader,
-};
+use tunnel_e2e::proxy_protocol::{proxy_service, proxying_balancer, v1_header, v2_header};
 use tunnel_e2e::visitor::{self, Ending};
 use tunnel_e2e::{names_token, Client, Key, LocalService, Server, FAILURE_TIMEOUT};
 
@@ -99,25 +96,6 @@ fn an_ssh_login_through_a_v2_header_is_judged_by_the_address_it_names() {
         "{out}"
     );
     assert_eq!(balancer.accepted(), 2);
-}
-
-/// A service that reads the tunnel's PROXY header, reports it, then echoes.
-fn proxy_service() -> (LocalService, mpsc::Receiver<Result<ProxyHeader, String>>) {
-    let (sender, headers) = mpsc::channel();
-    let sender = Mutex::new(sender);
-    let service = LocalService::spawn(move |mut stream| {
-        let header = read_header(&mut stream);
-        let ok = header.is_ok();
-        let _ = sender
-            .lock()
-            .expect("no sender panics while holding the lock")
-            .send(header);
-        if ok {
-            let mut writer = stream.try_clone().expect("clone the stream");
-            let _ = std::io::copy(&mut stream, &mut writer);
-        }
-    });
-    (service, headers)
 }
 
 #[test]

@@ -1,9 +1,6 @@
 //! Traffic flags on tcp tunnels: `--cidr-allow`, `--cidr-deny`, `--proxy-proto`.
 
-use std::sync::mpsc;
-use std::sync::Mutex;
-
-use tunnel_e2e::proxy_protocol::{read_header, ProxyHeader};
+use tunnel_e2e::proxy_protocol::proxy_service;
 use tunnel_e2e::visitor::{self, Ending};
 use tunnel_e2e::{Client, LocalService, Server, FAILURE_TIMEOUT};
 
@@ -79,25 +76,6 @@ fn cidr_deny_wins_over_allow() {
         "deny must win over allow, got {ending:?}\n{client}"
     );
     assert_eq!(service.accepted(), 0);
-}
-
-/// A service that reads a PROXY header, reports it, then echoes.
-fn proxy_service() -> (LocalService, mpsc::Receiver<Result<ProxyHeader, String>>) {
-    let (sender, headers) = mpsc::channel();
-    let sender = Mutex::new(sender);
-    let service = LocalService::spawn(move |mut stream| {
-        let header = read_header(&mut stream);
-        let ok = header.is_ok();
-        let _ = sender
-            .lock()
-            .expect("no sender panics while holding the lock")
-            .send(header);
-        if ok {
-            let mut writer = stream.try_clone().expect("clone the stream");
-            let _ = std::io::copy(&mut stream, &mut writer);
-        }
-    });
-    (service, headers)
 }
 
 fn check_proxy_header(version: &str) {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use rand::SeedableRng as _;
-use tunnel_runtime::config::{ConfigError, ServerConfig};
+use tunnel_runtime::config::{self, ConfigError, ServerConfig};
 use tunnel_runtime::keys::{load_authorized_keys, load_or_generate_host_key};
 use tunnel_runtime::net::TokioNet;
 use tunnel_runtime::socket_activation::{check_open, passed_fds, ActivationError, Inherited};
@@ -45,6 +45,39 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("tunnel-server: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGHUP with `--config`: the file is read and checked again. Only authorized_keys changes a
+/// running server; every other setting the file changed is named as waiting for a restart, and a
+/// file that no longer reads or validates is named too (the server runs on as it started).
+fn reread_config(
+    path: &std::path::Path,
+    before: Option<Vec<(String, String)>>,
+) -> Option<Vec<(String, String)>> {
+    let checked = config::file_settings(path)
+        .and_then(|after| ServerConfig::from_args(std::env::args_os()).map(|_| after));
+    match checked {
+        Err(error) => {
+            tracing::error!(%error, "SIGHUP: the config file was not taken; the server runs on as it started");
+            before
+        }
+        Ok(after) => {
+            let changed = config::changed_settings(before.as_deref().unwrap_or_default(), &after);
+            for key in &changed {
+                tracing::warn!(
+                    "SIGHUP: {key} changed in {}; it takes effect at the next restart",
+                    path.display()
+                );
+            }
+            if changed.is_empty() {
+                tracing::info!(
+                    "SIGHUP: {} read again, nothing in it changed",
+                    path.display()
+                );
+            }
+            Some(after)
         }
     }
 }
@@ -96,16 +129,24 @@ async fn run(config: ServerConfig, inherited: Inherited) -> anyhow::Result<()> {
     )
     .await
     .context("starting the server")?;
-    if let Some(reload) = running.reload_keys.clone() {
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("listening for SIGHUP")?;
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let reload = running.reload_keys.clone();
+    let config_file = config.config_file.clone();
+    tokio::spawn(async move {
+        let mut file = config_file
+            .as_deref()
+            .and_then(|path| config::file_settings(path).ok());
+        while hangups.recv().await.is_some() {
+            if let Some(reload) = &reload {
                 tracing::info!("SIGHUP: re-reading the authorized keys file");
                 reload.notify_one();
             }
-        });
-    }
+            if let Some(path) = &config_file {
+                file = reread_config(path, file.take());
+            }
+        }
+    });
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     tokio::select! {

@@ -236,3 +236,29 @@ fn authorized_keys_options_are_honoured_or_refuse_start_up() {
         "{out}"
     );
 }
+
+#[test]
+fn sighup_rereads_the_config_file_names_what_waits_for_a_restart_and_drops_nobody() {
+    let mut server = Server::builder().config("max-visitors = 100\n").start();
+    let local = LocalService::echo();
+    let (mut client, _forwarding) = Client::tcp_tunnel(&server, local.port(), &[]);
+    let file = server.work_dir().join("tunnel.toml");
+
+    std::fs::write(&file, "max-visitors = 200\nhttp-idle-timeout = \"2m\"\n").expect("rewrite");
+    server.send_signal("HUP");
+    for key in ["max-visitors", "http-idle-timeout"] {
+        server.wait_log_line(
+            |l| l.contains(&format!("SIGHUP: {key} changed in")) && l.contains("next restart"),
+            FAILURE_TIMEOUT,
+        );
+    }
+    // A file that no longer validates is named, and the server runs on as it started.
+    std::fs::write(&file, "max-visitors = \"many\"\n").expect("rewrite");
+    server.send_signal("HUP");
+    server.wait_log_line(
+        |l| l.contains("the config file was not taken"),
+        FAILURE_TIMEOUT,
+    );
+    assert!(server.is_running());
+    assert!(client.is_running(), "a reload drops no connection");
+}

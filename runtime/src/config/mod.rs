@@ -149,6 +149,35 @@ impl ServerConfig {
     }
 }
 
+/// The `--config` file's settings as written (key, value), for telling later which of them a
+/// re-read changes.
+pub fn file_settings(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
+    file::read(path)
+}
+
+/// The keys whose values differ between two readings of the config file (added, removed or
+/// changed), in order.
+pub fn changed_settings(before: &[(String, String)], after: &[(String, String)]) -> Vec<String> {
+    let values = |pairs: &[(String, String)], key: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mut keys: Vec<&str> = before
+        .iter()
+        .chain(after)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| values(before, key) != values(after, key))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Checks the rules that involve several settings.
 fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, ConfigError> {
     let tls = match (s.tls_cert, s.tls_key) {

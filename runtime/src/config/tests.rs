@@ -858,3 +858,31 @@ fn an_admin_listener_off_loopback_needs_a_token() {
     let local = config(&["--admin-addr", "[::1]:9000"]).expect("loopback needs no token");
     assert_eq!(local.admin_token_file, None);
 }
+
+#[test]
+fn a_reread_names_the_keys_added_removed_or_changed() {
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let before = vec![
+        pair("max-visitors", "100"),
+        pair("trusted-proxies", "10.0.0.0/8"),
+        pair("domain", "a.test"),
+        pair("name-grace", "10m"),
+    ];
+    let after = vec![
+        pair("max-visitors", "200"),
+        pair("trusted-proxies", "10.0.0.0/8"),
+        pair("trusted-proxies", "192.0.2.7"),
+        pair("domain", "a.test"),
+        pair("http-idle-timeout", "1m"),
+    ];
+    assert_eq!(
+        super::changed_settings(&before, &after),
+        [
+            "http-idle-timeout",
+            "max-visitors",
+            "name-grace",
+            "trusted-proxies"
+        ]
+    );
+    assert!(super::changed_settings(&after, &after).is_empty());
+}

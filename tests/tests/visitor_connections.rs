@@ -3,11 +3,12 @@
 //! accepted, without an answer, and a connection that closes gives its slot back. (Sources are
 //! counted apart, an IPv6 /64 as one: the runtime's unit tests, `admission.rs`.)
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use tunnel_e2e::tls_tools::presented_certificate;
+use tunnel_e2e::visitor::read_until_closed;
 use tunnel_e2e::{Server, FAILURE_TIMEOUT};
 
 /// Sends a request for the server's own page and reads until the server closes: what it
@@ -16,26 +17,8 @@ fn ask(addr: SocketAddr, bound: Duration) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(addr).expect("connect");
     // The server may have closed already: then the write or the read fails, which is an answer.
     let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < bound {
-        let left = bound
-            .saturating_sub(start.elapsed())
-            .max(Duration::from_millis(1));
-        stream.set_read_timeout(Some(left)).expect("timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => return Some(seen),
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return Some(seen),
-        }
-    }
-    None
+    let ending = read_until_closed(&mut stream, bound);
+    ending.is_closed().then(|| ending.received().to_vec())
 }
 
 #[test]

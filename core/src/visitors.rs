@@ -239,6 +239,13 @@ impl TrustedProxies {
         self.proxy_protocol && self.trusts(peer)
     }
 
+    /// Whether connections from `peer` count against one source's connection budget
+    /// ([`Limits::admits_visitor_connection`](crate::Limits::admits_visitor_connection)): a
+    /// believed load balancer carries many visitors, so it is not one source.
+    pub fn is_one_source(&self, peer: IpAddr) -> bool {
+        !self.trusts(peer)
+    }
+
     /// The `X-Forwarded-For` the local service gets: from a believed proxy, its list with the
     /// proxy appended; from anyone else, the visitor's address alone, so that an application
     /// reading the leftmost value sees an address nobody chose. When this answers with the

@@ -241,3 +241,12 @@ fn a_source_is_an_ipv4_address_or_an_ipv6_64_and_has_a_share_of_each_route() {
     let _ = small;
     h.assert_no_leaks();
 }
+
+#[test]
+fn a_trusted_load_balancer_is_not_one_source_of_connections() {
+    let lb = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    assert!(!lb.is_one_source(ip("10.0.0.2")));
+    assert!(!lb.is_one_source(ip("::ffff:10.0.0.2")));
+    assert!(lb.is_one_source(ip("203.0.113.5")));
+    assert!(TrustedProxies::default().is_one_source(ip("10.0.0.2")));
+}

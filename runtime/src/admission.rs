@@ -173,7 +173,7 @@ impl<N: Net> Driver<N> {
     /// balancer (without a PROXY header naming the visitor) carries many visitors: it is not one
     /// source, and is not counted.
     pub(crate) fn enter_visitor_connection(&self, peer: IpAddr) -> Option<Option<SourceSlot>> {
-        if self.settings().trusted_proxies.trusts(peer) {
+        if !self.settings().trusted_proxies.is_one_source(peer) {
             return Some(None);
         }
         self.visitor_connections.enter(peer).map(Some)

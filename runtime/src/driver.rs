@@ -322,11 +322,13 @@ impl<N: Net> Driver<N> {
         mutate: impl FnOnce(&mut State<N::Listener>),
         answers: &mut Answers,
     ) {
-        let mut binds = {
+        // The holdings' version is read under the locks taken anyway, never with one of its own.
+        let (mut binds, mut version) = {
             let mut state = self.lock();
             mutate(&mut state);
             let actions = drain(&mut state.gateway);
-            self.execute(&mut state, actions, answers)
+            let binds = self.execute(&mut state, actions, answers);
+            (binds, state.gateway.holdings_version())
         };
         while !binds.is_empty() {
             let (endpoint, port) = binds.remove(0);
@@ -335,9 +337,9 @@ impl<N: Net> Driver<N> {
             state.gateway.handle(now(), outcome);
             let actions = drain(&mut state.gateway);
             binds.extend(self.execute(&mut state, actions, answers));
+            version = state.gateway.holdings_version();
         }
         self.timer_changed.notify_one();
-        let version = self.lock().gateway.holdings_version();
         if self.holdings_seen.swap(version, Ordering::Relaxed) != version {
             self.holdings_moved.notify_one();
         }

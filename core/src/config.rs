@@ -23,7 +23,7 @@ use crate::spill::SpillLimits;
 ///     .with_limits(Limits::default().with_visitors_per_endpoint(64));
 /// assert_eq!(config.limits().visitors_per_endpoint(), 64);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayConfig {
     domain: String,
     http_port: u16,
@@ -75,6 +75,26 @@ impl GatewayConfig {
                 host_key: String::new(),
             },
         }
+    }
+
+    /// Takes from `new` what a running gateway can change ([`Input::Reconfigured`]): the
+    /// [`Limits`] and per-key quotas, the name grace, the wait for the command, the
+    /// authentication timeout and the admin keys. Each applies to the decisions made from now on
+    /// (a connection already waiting keeps its deadline, a reservation already made its grace,
+    /// an endpoint already live its visitor limits). The rest stays as the gateway started:
+    /// the domain, the ports, the tcp range and the spill limits shape what exists and need a
+    /// restart; the authorized keys change through
+    /// [`Input::AuthorizedKeysChanged`].
+    ///
+    /// [`Input::Reconfigured`]: crate::Input::Reconfigured
+    /// [`Input::AuthorizedKeysChanged`]: crate::Input::AuthorizedKeysChanged
+    pub fn take_live(&mut self, new: GatewayConfig) {
+        self.limits = new.limits;
+        self.key_quotas = new.key_quotas;
+        self.name_grace = new.name_grace;
+        self.command_deadline = new.command_deadline;
+        self.auth_timeout = new.auth_timeout;
+        self.admin_keys = new.admin_keys;
     }
 
     /// Ports tcp endpoints may use. The range must not contain port 0.

@@ -211,6 +211,7 @@ impl Gateway {
             Input::Bound { endpoint } => self.bind_answered(now, endpoint, true),
             Input::BindFailed { endpoint } => self.bind_answered(now, endpoint, false),
             Input::AuthorizedKeysChanged { keys } => self.authorized_keys_changed(now, keys),
+            Input::Reconfigured { config } => self.config.take_live(*config),
             Input::Kick { conn, reason } => self.kick(now, conn, reason.as_deref()),
             Input::Release { address } => {
                 if self.release_outcome(&address) == ReleaseOutcome::Released {

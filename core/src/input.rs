@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::authorized::KeyList;
 use crate::certificates::UserCertificate;
+use crate::config::GatewayConfig;
 use crate::ids::{ConnId, EndpointId, KeyFingerprint, RequestId};
 use crate::ownership::Address;
 
@@ -149,6 +150,14 @@ pub enum Input {
     AuthorizedKeysChanged {
         /// The whole new list.
         keys: KeyList,
+    },
+    /// The operator changed the configuration of a running gateway (SIGHUP): of `config`, the
+    /// gateway takes what can change live, as [`GatewayConfig::take_live`] lists, and keeps the
+    /// rest as it started. Nobody is disconnected: a key over a lowered quota keeps what it holds
+    /// and is refused its next name.
+    Reconfigured {
+        /// The whole new configuration, built as at start.
+        config: Box<GatewayConfig>,
     },
     /// The operator closes a connection. Its session gets one stderr line,
     /// `disconnected by the operator: REASON` (the disconnect message without a session), exit

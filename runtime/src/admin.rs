@@ -60,12 +60,12 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
+/// The token requests need, if any: replaced when the operator reconfigures (SIGHUP re-reads
+/// the token file), so a rotated token takes over at once.
+pub type SharedToken = Arc<std::sync::RwLock<Option<AdminToken>>>;
+
 /// Serves the admin listener until the task is aborted.
-pub async fn serve<N: Net>(
-    driver: Arc<Driver<N>>,
-    listener: N::Listener,
-    token: Option<AdminToken>,
-) {
+pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener, token: SharedToken) {
     let mut backoff = AcceptBackoff::new("admin");
     loop {
         let Accepted { stream, peer, .. } = accept(&listener, &mut backoff).await;
@@ -74,7 +74,7 @@ pub async fn serve<N: Net>(
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let driver = Arc::clone(&driver);
-                let token = token.clone();
+                let token = token.read().unwrap_or_else(|p| p.into_inner()).clone();
                 async move { Ok::<_, Infallible>(answer(&driver, token.as_ref(), request).await) }
             });
             let served = http1::Builder::new()

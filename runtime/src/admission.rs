@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use russh::server::Handle;
@@ -56,8 +57,89 @@ impl VisitorLimits {
 /// Open connections to the http and https listeners, per source.
 #[derive(Debug)]
 pub(crate) struct SourceConnections {
-    limits: Limits,
+    /// Replaced when the operator reconfigures: connections over a lowered limit stay open.
+    limits: Mutex<Limits>,
     open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Every visitor the server serves at once, against a limit the operator may change: a raised
+/// limit lets more in at once, a lowered one lets nobody in until enough have left.
+#[derive(Debug)]
+pub(crate) struct ServerVisitors {
+    count: ServerCount,
+    limit: usize,
+}
+
+/// The server's count of visitors in, shared by every visit.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerCount {
+    permits: Arc<Semaphore>,
+    /// Permits a lowered limit still has to take back: each is kept by the next visitor to leave.
+    owed: Arc<AtomicUsize>,
+}
+
+/// One visitor counted on the server.
+#[derive(Debug)]
+struct ServerSlot {
+    permit: Option<OwnedSemaphorePermit>,
+    owed: Arc<AtomicUsize>,
+}
+
+impl ServerVisitors {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            count: ServerCount {
+                permits: Arc::new(Semaphore::new(limit)),
+                owed: Arc::new(AtomicUsize::new(0)),
+            },
+            limit,
+        }
+    }
+
+    pub(crate) fn count(&self) -> ServerCount {
+        self.count.clone()
+    }
+
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        let permits = &self.count.permits;
+        let owed = &self.count.owed;
+        let mut more = limit.saturating_sub(self.limit);
+        let mut fewer = self.limit.saturating_sub(limit);
+        // Permits still owed from an earlier lowering are cancelled by a raise first.
+        let cancelled = owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o - o.min(more))
+            })
+            .map_or(0, |o| o.min(more));
+        more -= cancelled;
+        permits.add_permits(more);
+        // The permits free now go at once; those held by visitors as they leave.
+        fewer -= permits.forget_permits(fewer);
+        owed.fetch_add(fewer, Ordering::AcqRel);
+        self.limit = limit;
+    }
+}
+
+impl ServerCount {
+    fn enter(&self) -> Option<ServerSlot> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        Some(ServerSlot {
+            permit: Some(permit),
+            owed: Arc::clone(&self.owed),
+        })
+    }
+}
+
+impl Drop for ServerSlot {
+    fn drop(&mut self) {
+        let repaid = self
+            .owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1))
+            .is_ok();
+        if let (true, Some(permit)) = (repaid, self.permit.take()) {
+            permit.forget();
+        }
+    }
 }
 
 /// Counts one connection against its source for as long as it is held.
@@ -70,18 +152,28 @@ pub(crate) struct SourceSlot {
 impl SourceConnections {
     pub(crate) fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Self {
-            limits,
+            limits: Mutex::new(limits),
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The limits from now on (a reconfiguration).
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     /// A slot for a connection just accepted from `peer`, unless its source holds as many as
     /// the core lets it; then the caller closes the connection.
     pub(crate) fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<SourceSlot> {
         let source = visitor_source(peer);
+        let limits = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.get(&source).copied().unwrap_or(0);
-        if !self.limits.admits_visitor_connection(n) {
+        if !limits.admits_visitor_connection(n) {
             return None;
         }
         open.insert(source, n + 1);
@@ -117,7 +209,7 @@ pub struct Visit {
     handle: Handle,
     gone: ConnectionGone,
     count: Arc<RouteCount>,
-    server: Arc<Semaphore>,
+    server: ServerCount,
 }
 
 /// Counts one visitor in for as long as it is held: at its route, for its source there, and on
@@ -125,7 +217,7 @@ pub struct Visit {
 #[derive(Debug)]
 pub struct VisitorPermit {
     _route: OwnedSemaphorePermit,
-    _server: OwnedSemaphorePermit,
+    _server: ServerSlot,
     source: IpAddr,
     count: Arc<RouteCount>,
 }
@@ -236,9 +328,7 @@ impl Visit {
         let route = Arc::clone(&self.count.permits)
             .try_acquire_owned()
             .map_err(|_| VisitorRefusal::Busy)?;
-        let server = Arc::clone(&self.server)
-            .try_acquire_owned()
-            .map_err(|_| VisitorRefusal::Busy)?;
+        let server = self.server.enter().ok_or(VisitorRefusal::Busy)?;
         {
             let mut by_source = self
                 .count
@@ -315,7 +405,7 @@ impl<L> State<L> {
             handle,
             gone: ConnectionGone(link.alive.clone()),
             count: Arc::clone(count),
-            server: Arc::clone(&self.visitors_on_server),
+            server: self.visitors_on_server.count(),
         })
     }
 }
@@ -340,6 +430,32 @@ mod tests {
             .enter(a)
             .expect("a closed connection gives its slot back");
         assert!(counts.enter(a).is_none());
+    }
+
+    #[test]
+    fn a_changed_server_limit_counts_the_visitors_already_in() {
+        let mut server = ServerVisitors::new(2);
+        let first = server.count().enter().expect("one in");
+        server.set_limit(3);
+        let second = server.count().enter().expect("raised: two more fit");
+        let third = server.count().enter().expect("raised: two more fit");
+        assert!(server.count().enter().is_none(), "3 is the limit");
+        // Lowered below the visitors in: nobody new until they are under it.
+        server.set_limit(1);
+        drop(first);
+        assert!(server.count().enter().is_none(), "two in, limit 1");
+        drop(second);
+        assert!(server.count().enter().is_none(), "one in, limit 1");
+        drop(third);
+        let again = server.count().enter().expect("none in, limit 1");
+        assert!(server.count().enter().is_none());
+        // A raise cancels what a lowering still owed.
+        server.set_limit(0);
+        server.set_limit(2);
+        let another = server.count().enter().expect("one in, limit 2");
+        assert!(server.count().enter().is_none(), "two in, limit 2");
+        drop((again, another));
+        assert_eq!(server.count.permits.available_permits(), 2);
     }
 
     #[test]

@@ -14,10 +14,11 @@ use std::time::Duration;
 use russh::server::Handle;
 use tokio::sync::{watch, Notify};
 use tunnel_core::{
-    Action, Address, ConnId, EndpointId, Gateway, Input, ReleaseOutcome, Reply, RequestId,
+    Action, Address, ConnId, EndpointId, Gateway, GatewayConfig, Input, ReleaseOutcome, Reply,
+    RequestId,
 };
 
-use crate::admission::{SourceConnections, VisitorLimits};
+use crate::admission::{ServerVisitors, SourceConnections, VisitorLimits};
 use crate::listeners::Listeners;
 use crate::net::Net;
 use crate::session_writer::{Outbox, Outgoing};
@@ -76,7 +77,7 @@ pub(crate) struct State<L> {
     pub(crate) listeners: Listeners<L>,
     pub(crate) visitor_limits: VisitorLimits,
     /// Every visitor the server serves at once.
-    pub(crate) visitors_on_server: Arc<tokio::sync::Semaphore>,
+    pub(crate) visitors_on_server: ServerVisitors,
 }
 
 /// What a handler call gets back synchronously: the core's answers, each kept with the
@@ -131,7 +132,8 @@ pub struct Stats {
 pub struct Driver<N: Net> {
     state: Mutex<State<N::Listener>>,
     pub(crate) net: N,
-    pub(crate) settings: DriverSettings,
+    /// Replaced whole when the operator reconfigures (SIGHUP); each reader takes the current one.
+    settings: std::sync::RwLock<Arc<DriverSettings>>,
     timer_changed: Notify,
     /// Told when the core's holdings moved past `holdings_seen` (see `holdings_file`).
     holdings_moved: Notify,
@@ -167,7 +169,7 @@ impl<N: Net> Driver<N> {
                 conns: HashMap::new(),
                 listeners: Listeners::default(),
                 visitor_limits: VisitorLimits::default(),
-                visitors_on_server: Arc::new(tokio::sync::Semaphore::new(visitors_total)),
+                visitors_on_server: ServerVisitors::new(visitors_total),
             }),
             spills: Spills::new(*gateway_spill_limits, settings.spill_dir.clone()),
             net,
@@ -179,13 +181,30 @@ impl<N: Net> Driver<N> {
             visitor_connections,
             metrics: Arc::new(crate::metrics::Metrics::new(settings.metrics_per_endpoint)),
             key_comments: Mutex::default(),
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
         })
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &DriverSettings {
-        &self.settings
+    /// The settings as they are now.
+    pub fn settings(&self) -> Arc<DriverSettings> {
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&settings)
+    }
+
+    /// Reconfigures a running server (SIGHUP): the core takes what it can change live (see
+    /// [`GatewayConfig::take_live`](tunnel_core::GatewayConfig::take_live)) and the limits it
+    /// then runs with reach the counts kept here; `settings` replaces the runtime's own for every
+    /// visitor and connection from now on (those in flight keep what they started with).
+    pub async fn reconfigure(self: &Arc<Self>, config: GatewayConfig, settings: DriverSettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.submit(Input::Reconfigured {
+            config: Box::new(config),
+        })
+        .await;
+        let mut state = self.lock();
+        let limits = state.gateway.config().limits().clone();
+        state.visitors_on_server.set_limit(limits.visitors_total());
+        self.visitor_connections.set_limits(limits);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<N::Listener>> {

@@ -64,7 +64,7 @@ pub async fn serve<N: Net>(driver: Arc<Driver<N>>, listener: N::Listener) {
             // From a trusted load balancer, its PROXY header first: the visitor it names is the
             // peer from here on (X-Forwarded-For, the per-source share).
             let Some(Accepted { stream, peer, .. }) =
-                proxied(accepted, driver.settings(), "http").await
+                proxied(accepted, &driver.settings(), "http").await
             else {
                 return;
             };

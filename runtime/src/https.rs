@@ -51,7 +51,7 @@ pub async fn serve<N: Net>(
                 stream,
                 peer,
                 local,
-            }) = proxied(accepted, driver.settings(), "https").await
+            }) = proxied(accepted, &driver.settings(), "https").await
             else {
                 return;
             };

@@ -88,7 +88,7 @@ impl<N: Net> Driver<N> {
         if let Some(closed) = closing {
             let _ = tokio::time::timeout(PREVIOUS_LISTENER_CLOSE_BOUND, closed).await;
         }
-        let addr = SocketAddr::new(self.settings.tcp_bind_ip, port);
+        let addr = SocketAddr::new(self.settings().tcp_bind_ip, port);
         match self.net.bind(addr).await {
             Ok(listener) => {
                 let mut state = self.lock();

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use rand::SeedableRng as _;
-use tunnel_runtime::config::{self, ConfigError, ServerConfig};
+use tunnel_runtime::config::{self, ConfigError, Reload, ServerConfig};
 use tunnel_runtime::keys::{load_authorized_keys, load_or_generate_host_key};
 use tunnel_runtime::net::TokioNet;
+use tunnel_runtime::server::Running;
 use tunnel_runtime::socket_activation::{check_open, passed_fds, ActivationError, Inherited};
 
 /// glibc's allocator returns freed heap to the kernel and faults it back in on the data path
@@ -49,37 +50,49 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGHUP with `--config`: the file is read and checked again. Only authorized_keys changes a
-/// running server; every other setting the file changed is named as waiting for a restart, and a
-/// file that no longer reads or validates is named too (the server runs on as it started).
-fn reread_config(
+/// SIGHUP with `--config`: the file is read and checked again, and the running server takes
+/// what can change live (see [`config::reload_of`]); each changed setting is named with when it
+/// takes effect. A file that no longer reads or validates changes nothing and is named too.
+async fn reread_config(
+    running: &Running<TokioNet>,
     path: &std::path::Path,
     before: Option<Vec<(String, String)>>,
+    current: &tokio::sync::watch::Sender<ServerConfig>,
 ) -> Option<Vec<(String, String)>> {
-    let checked = config::file_settings(path)
-        .and_then(|after| ServerConfig::from_args(std::env::args_os()).map(|_| after));
-    match checked {
+    let checked = config::file_settings(path).and_then(|after| {
+        ServerConfig::from_args(std::env::args_os()).map(|config| (after, config))
+    });
+    let (after, config) = match checked {
+        Ok(read) => read,
         Err(error) => {
-            tracing::error!(%error, "SIGHUP: the config file was not taken; the server runs on as it started");
-            before
+            tracing::error!(%error, "SIGHUP: the config file was not taken; the server runs on as it was");
+            return before;
         }
-        Ok(after) => {
-            let changed = config::changed_settings(before.as_deref().unwrap_or_default(), &after);
-            for key in &changed {
-                tracing::warn!(
-                    "SIGHUP: {key} changed in {}; it takes effect at the next restart",
-                    path.display()
-                );
+    };
+    if let Err(error) = running.reconfigure(&config).await {
+        tracing::error!(%error, "SIGHUP: the config file was not taken; the server runs on as it was");
+        return before;
+    }
+    let changed = config::changed_settings(before.as_deref().unwrap_or_default(), &after);
+    let file = path.display();
+    for key in &changed {
+        match config::reload_of(key) {
+            Reload::Live => {
+                tracing::info!("SIGHUP: {key} changed in {file}; it applies from now on")
             }
-            if changed.is_empty() {
-                tracing::info!(
-                    "SIGHUP: {} read again, nothing in it changed",
-                    path.display()
-                );
-            }
-            Some(after)
+            Reload::NewEndpoints => tracing::info!(
+                "SIGHUP: {key} changed in {file}; it applies to endpoints created from now on"
+            ),
+            Reload::Restart => tracing::warn!(
+                "SIGHUP: {key} changed in {file}; it takes effect at the next restart"
+            ),
         }
     }
+    if changed.is_empty() {
+        tracing::info!("SIGHUP: {file} read again, nothing in it changed");
+    }
+    current.send_replace(config);
+    Some(after)
 }
 
 /// The listeners systemd passed in (socket activation), taken before anything else could open a
@@ -129,21 +142,30 @@ async fn run(config: ServerConfig, inherited: Inherited) -> anyhow::Result<()> {
     )
     .await
     .context("starting the server")?;
+    let running = std::sync::Arc::new(running);
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("listening for SIGHUP")?;
-    let reload = running.reload_keys.clone();
     let config_file = config.config_file.clone();
+    let (current, latest) = tokio::sync::watch::channel(config);
+    let reloading = std::sync::Arc::clone(&running);
     tokio::spawn(async move {
         let mut file = config_file
             .as_deref()
             .and_then(|path| config::file_settings(path).ok());
         while hangups.recv().await.is_some() {
-            if let Some(reload) = &reload {
+            if let Some(reload) = &reloading.reload_keys {
                 tracing::info!("SIGHUP: re-reading the authorized keys file");
                 reload.notify_one();
             }
-            if let Some(path) = &config_file {
-                file = reread_config(path, file.take());
+            match &config_file {
+                Some(path) => file = reread_config(&reloading, path, file.take(), &current).await,
+                // The files the flags name (admin keys, admin token) are read again all the same.
+                None => {
+                    let config = current.borrow().clone();
+                    if let Err(error) = reloading.reconfigure(&config).await {
+                        tracing::error!(%error, "SIGHUP: not taken; the server runs on as it was");
+                    }
+                }
             }
         }
     });
@@ -153,7 +175,8 @@ async fn run(config: ServerConfig, inherited: Inherited) -> anyhow::Result<()> {
         stopped = tokio::signal::ctrl_c() => stopped.context("waiting for ctrl-c")?,
         _ = terminate.recv() => {}
     }
-    running.stop(config.shutdown_grace).await;
+    let grace = latest.borrow().shutdown_grace;
+    running.stop(grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -76,6 +76,9 @@ pub struct Running<N: Net> {
     /// also re-read by itself when it changes.
     pub reload_keys: Option<Arc<tokio::sync::Notify>>,
     state_dir: PathBuf,
+    /// What the core's config was built with that a reconfiguration keeps.
+    home: Home,
+    admin_token: crate::admin::SharedToken,
     /// The accept loops of the ssh, http and https listeners.
     accepting: Vec<AbortHandle>,
 }
@@ -111,6 +114,37 @@ impl<N: Net> Running<N> {
             tokio::time::sleep(STOP_POLL).await;
         }
         self.save_holdings().await;
+    }
+
+    /// Reconfigures the running server from `config`, read again (SIGHUP): what can change
+    /// live does, for what starts from now on (see [`crate::config::Reload`] for which
+    /// settings), and nobody is disconnected. The `--admin-keys` and `--admin-token-file` files
+    /// are read again. A file that cannot be read leaves everything as it was.
+    pub async fn reconfigure(&self, config: &ServerConfig) -> Result<(), StartError> {
+        let core = gateway_config(config, &self.home)?;
+        let token = config
+            .admin_token_file
+            .as_deref()
+            .map(read_admin_token)
+            .transpose()?;
+        let running = self.driver.settings();
+        let settings = DriverSettings {
+            // Where tcp listeners bind, where spills go and how metrics are labelled are set
+            // at start.
+            tcp_bind_ip: running.tcp_bind_ip,
+            spill_dir: running.spill_dir.clone(),
+            metrics_per_endpoint: running.metrics_per_endpoint,
+            ..driver_settings(config, running.tcp_bind_ip)
+        };
+        *self.admin_token.write().unwrap_or_else(|p| p.into_inner()) = token;
+        self.driver.reconfigure(core, settings).await;
+        if let Some(path) = &config.admin_token_file {
+            tracing::info!("the admin token was read again from {}", path.display());
+        }
+        if let Some(path) = &config.admin_keys {
+            tracing::info!("the admin keys were read again from {}", path.display());
+        }
+        Ok(())
     }
 
     /// Writes the holdings file now (at shutdown: changes of the last moment would otherwise
@@ -149,6 +183,7 @@ pub async fn start_inheriting<N: Net>(
         .as_deref()
         .map(read_admin_token)
         .transpose()?;
+    let admin_token = Arc::new(std::sync::RwLock::new(admin_token));
     let (tls, certs) = crate::tls::server_config(config)?;
     if let Some(dir) = crate::state_file::writable_by_others(&config.state_dir) {
         tracing::warn!(
@@ -180,7 +215,6 @@ pub async fn start_inheriting<N: Net>(
         local(&https, config.https_addr),
     );
 
-    let host_key_fingerprint = crate::keys::fingerprint(host_key.public_key());
     // Only a path names the file in errors; a caller may hand in keys read from elsewhere.
     let keys_path = config
         .authorized_keys
@@ -189,54 +223,19 @@ pub async fn start_inheriting<N: Net>(
     let key_list = authorized
         .map(|keys| keys.key_list(&keys_path))
         .transpose()?;
-    let limits = Limits::default()
-        .with_endpoints_per_connection(config.max_endpoints_per_connection)
-        .with_connections_per_key(config.max_connections_per_key)
-        .with_unauthenticated_per_ip(config.max_unauthenticated_per_ip)
-        .with_visitors_per_endpoint(config.max_visitors_per_endpoint)
-        .with_startups(config.max_startups)
-        .with_visitors_per_source(config.max_visitors_per_source)
-        .with_visitors_total(config.max_visitors)
-        .with_visitor_connections_per_source(config.max_visitor_connections_per_source)
-        .with_names_per_key(config.max_names_per_key)
-        .with_tcp_ports_per_key(config.max_tcp_ports_per_key);
-    let core = GatewayConfig::new(config.domain.clone(), http_addr.port(), https_addr.port())
-        .with_tcp_ports(config.tcp_ports.clone())
-        .with_name_grace(config.name_grace)
-        .with_auth_timeout(config.auth_timeout)
-        .with_limits(limits)
-        .with_spill_limits(config.spill)
-        .with_home(ssh_addr.port(), host_key_fingerprint);
-    let core = match &config.admin_keys {
-        Some(path) => core.with_admin_keys(
-            crate::keys::load_authorized_keys(path)?
-                .fingerprints()
-                .map(tunnel_core::KeyFingerprint::new)
-                .collect(),
-        ),
-        None => core,
+    let home = Home {
+        http_port: http_addr.port(),
+        https_port: https_addr.port(),
+        ssh_port: ssh_addr.port(),
+        host_key: crate::keys::fingerprint(host_key.public_key()),
     };
-    let core = config.key_quotas.iter().fold(core, |core, (key, quota)| {
-        core.with_key_quota(key.clone(), *quota)
-    });
+    let core = gateway_config(config, &home)?;
     let core = match key_list {
         Some(list) => core.with_key_list(list),
         None => core.with_authorized_keys(None),
     };
     prepare_spill_dir(config)?;
-    let settings = DriverSettings {
-        tcp_bind_ip: ssh_addr.ip(),
-        http_header_timeout: config.http_header_timeout,
-        http_idle_timeout: config.http_idle_timeout,
-        tls_hello_timeout: config.tls_hello_timeout,
-        channel_open_timeout: config.channel_open_timeout,
-        close_grace: config.close_grace,
-        spill_dir: config.spill_dir.clone(),
-        trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone())
-            .with_proxy_protocol(config.accept_proxy_proto),
-        access_log: config.access_log,
-        metrics_per_endpoint: config.metrics_per_endpoint,
-    };
+    let settings = driver_settings(config, ssh_addr.ip());
     let mut gateway = Gateway::new(core, rng);
     crate::holdings_file::restore(&mut gateway, &config.state_dir);
     let driver = Driver::new(gateway, net, settings);
@@ -270,11 +269,13 @@ pub async fn start_inheriting<N: Net>(
         tokio::spawn(crate::https::serve(Arc::clone(&driver), https, tls, certs)).abort_handle(),
     ];
     if let Some(admin) = admin {
-        let serving = crate::admin::serve(Arc::clone(&driver), admin, admin_token);
+        let serving = crate::admin::serve(Arc::clone(&driver), admin, Arc::clone(&admin_token));
         accepting.push(tokio::spawn(serving).abort_handle());
     }
     Ok(Running {
         driver,
+        home,
+        admin_token,
         state_dir: config.state_dir.clone(),
         accepting,
         ssh_addr,
@@ -283,6 +284,67 @@ pub async fn start_inheriting<N: Net>(
         admin_addr,
         reload_keys,
     })
+}
+
+/// What the core's configuration takes from the listeners as bound and the host key: fixed
+/// for the server's life.
+struct Home {
+    http_port: u16,
+    https_port: u16,
+    ssh_port: u16,
+    host_key: String,
+}
+
+/// The core's configuration from the server's, without the authorized keys (those come from
+/// their own file, at start and when it changes); reads the `--admin-keys` file.
+fn gateway_config(config: &ServerConfig, home: &Home) -> Result<GatewayConfig, StartError> {
+    let limits = Limits::default()
+        .with_endpoints_per_connection(config.max_endpoints_per_connection)
+        .with_connections_per_key(config.max_connections_per_key)
+        .with_unauthenticated_per_ip(config.max_unauthenticated_per_ip)
+        .with_visitors_per_endpoint(config.max_visitors_per_endpoint)
+        .with_startups(config.max_startups)
+        .with_visitors_per_source(config.max_visitors_per_source)
+        .with_visitors_total(config.max_visitors)
+        .with_visitor_connections_per_source(config.max_visitor_connections_per_source)
+        .with_names_per_key(config.max_names_per_key)
+        .with_tcp_ports_per_key(config.max_tcp_ports_per_key);
+    let core = GatewayConfig::new(config.domain.clone(), home.http_port, home.https_port)
+        .with_tcp_ports(config.tcp_ports.clone())
+        .with_name_grace(config.name_grace)
+        .with_auth_timeout(config.auth_timeout)
+        .with_limits(limits)
+        .with_spill_limits(config.spill)
+        .with_home(home.ssh_port, home.host_key.clone());
+    let core = match &config.admin_keys {
+        Some(path) => core.with_admin_keys(
+            crate::keys::load_authorized_keys(path)?
+                .fingerprints()
+                .map(tunnel_core::KeyFingerprint::new)
+                .collect(),
+        ),
+        None => core,
+    };
+    Ok(config.key_quotas.iter().fold(core, |core, (key, quota)| {
+        core.with_key_quota(key.clone(), *quota)
+    }))
+}
+
+/// The runtime's own settings from the server's; tcp endpoints listen on `tcp_bind_ip`.
+fn driver_settings(config: &ServerConfig, tcp_bind_ip: std::net::IpAddr) -> DriverSettings {
+    DriverSettings {
+        tcp_bind_ip,
+        http_header_timeout: config.http_header_timeout,
+        http_idle_timeout: config.http_idle_timeout,
+        tls_hello_timeout: config.tls_hello_timeout,
+        channel_open_timeout: config.channel_open_timeout,
+        close_grace: config.close_grace,
+        spill_dir: config.spill_dir.clone(),
+        trusted_proxies: tunnel_core::TrustedProxies::new(config.trusted_proxies.clone())
+            .with_proxy_protocol(config.accept_proxy_proto),
+        access_log: config.access_log,
+        metrics_per_endpoint: config.metrics_per_endpoint,
+    }
 }
 
 /// The admin token: the file's content, trimmed; an empty file is refused (it would admit an

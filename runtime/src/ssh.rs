@@ -37,7 +37,7 @@ pub async fn serve<N: Net>(
             // From a trusted load balancer, its PROXY header first: the visitor it names is the
             // peer the core judges (per-IP cap, MaxStartups, `from=`).
             let Some(Accepted { stream, peer, .. }) =
-                proxied(accepted, driver.settings(), "ssh").await
+                proxied(accepted, &driver.settings(), "ssh").await
             else {
                 return;
             };

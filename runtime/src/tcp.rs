@@ -58,7 +58,7 @@ pub async fn serve_listener<N: Net>(
                 stream: visitor,
                 peer,
                 local,
-            }) = proxied(accepted, driver.settings(), "tcp endpoint").await
+            }) = proxied(accepted, &driver.settings(), "tcp endpoint").await
             else {
                 return;
             };

@@ -237,6 +237,49 @@ fn a_token_file_guards_every_page_and_a_wrong_or_missing_token_gets_401() {
 }
 
 #[test]
+fn sighup_reads_the_token_file_again_and_the_old_token_stops_working() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "first-token\n").expect("write the token");
+    let server = Server::start(&[
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        token_file.to_str().expect("utf-8 path"),
+    ]);
+    let addr = admin_addr(&server);
+    assert_eq!(
+        admin(addr, "GET", "/api/connections", Some("first-token")).status,
+        200
+    );
+
+    std::fs::write(&token_file, "second-token\n").expect("rotate the token");
+    server.send_signal("HUP");
+    server.wait_log_line(
+        |l| l.contains("the admin token was read again"),
+        FAILURE_TIMEOUT,
+    );
+    assert_eq!(
+        admin(addr, "GET", "/api/connections", Some("first-token")).status,
+        401
+    );
+    assert_eq!(
+        admin(addr, "GET", "/api/connections", Some("second-token")).status,
+        200
+    );
+
+    // An empty file is not taken: the token in force stays.
+    std::fs::write(&token_file, "\n").expect("empty the file");
+    server.send_signal("HUP");
+    server.wait_log_line(|l| l.contains("SIGHUP: not taken"), FAILURE_TIMEOUT);
+    assert_eq!(
+        admin(addr, "GET", "/api/connections", Some("second-token")).status,
+        200
+    );
+    assert_eq!(admin(addr, "GET", "/api/connections", None).status, 401);
+}
+
+#[test]
 fn an_admin_listener_off_loopback_without_a_token_refuses_to_start() {
     let out = Server::builder()
         .args(["--admin-addr", "0.0.0.0:0"])

@@ -238,21 +238,52 @@ fn authorized_keys_options_are_honoured_or_refuse_start_up() {
 }
 
 #[test]
-fn sighup_rereads_the_config_file_names_what_waits_for_a_restart_and_drops_nobody() {
-    let mut server = Server::builder().config("max-visitors = 100\n").start();
+fn sighup_applies_what_can_change_live_names_what_waits_for_a_restart_and_drops_nobody() {
+    let mut server = Server::builder()
+        .config("max-tcp-ports-per-key = 4\n")
+        .start();
     let local = LocalService::echo();
     let (mut client, _forwarding) = Client::tcp_tunnel(&server, local.port(), &[]);
     let file = server.work_dir().join("tunnel.toml");
 
-    std::fs::write(&file, "max-visitors = 200\nhttp-idle-timeout = \"2m\"\n").expect("rewrite");
+    // The key's tcp port quota goes down to the one port it holds; the domain cannot change
+    // under live names.
+    std::fs::write(
+        &file,
+        "max-tcp-ports-per-key = 1\ndomain = \"elsewhere.localhost\"\n",
+    )
+    .expect("rewrite");
     server.send_signal("HUP");
-    for key in ["max-visitors", "http-idle-timeout"] {
-        server.wait_log_line(
-            |l| l.contains(&format!("SIGHUP: {key} changed in")) && l.contains("next restart"),
-            FAILURE_TIMEOUT,
-        );
-    }
-    // A file that no longer validates is named, and the server runs on as it started.
+    server.wait_log_line(
+        |l| l.contains("SIGHUP: max-tcp-ports-per-key changed in") && l.contains("from now on"),
+        FAILURE_TIMEOUT,
+    );
+    server.wait_log_line(
+        |l| l.contains("SIGHUP: domain changed in") && l.contains("next restart"),
+        FAILURE_TIMEOUT,
+    );
+    let refused = Client::builder(&server)
+        .forward(format!("0:localhost:{}", local.port()))
+        .command(["tcp"])
+        .spawn()
+        .wait_exit(FAILURE_TIMEOUT);
+    assert!(
+        refused
+            .stderr
+            .iter()
+            .any(|l| l.contains("already holds 1 tcp ports") && l.contains("quota")),
+        "the lowered quota applies to the next forward\n{refused}"
+    );
+    assert!(client.is_running(), "what the key held stays held");
+    // The domain stayed: a new http tunnel is still named under the old one.
+    let mut http = Client::builder(&server)
+        .forward(format!("web:80:localhost:{}", local.port()))
+        .command(["http"])
+        .spawn();
+    let forwarding = http.wait_forwarding();
+    assert!(forwarding.url.contains("web.localhost"), "{forwarding:?}");
+
+    // A file that no longer validates is named, and the server runs on as it was.
     std::fs::write(&file, "max-visitors = \"many\"\n").expect("rewrite");
     server.send_signal("HUP");
     server.wait_log_line(

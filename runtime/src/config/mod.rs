@@ -178,6 +178,59 @@ pub fn changed_settings(before: &[(String, String)], after: &[(String, String)])
         .collect()
 }
 
+/// When a setting changed in the `--config` file takes effect on a running server (SIGHUP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// At once, for every connection, visitor, request or decision from now on; what is in
+    /// flight keeps what it started with, and nobody is disconnected.
+    Live,
+    /// For endpoints created from now on (live endpoints keep the visitor limits they started
+    /// with).
+    NewEndpoints,
+    /// At the next restart: it shapes listeners, names, files or sessions that exist.
+    Restart,
+}
+
+/// Settings a running server takes at once ([`Reload::Live`]).
+const RELOAD_LIVE: &[&str] = &[
+    "max-endpoints-per-connection",
+    "max-connections-per-key",
+    "max-unauthenticated-per-ip",
+    "max-startups",
+    "max-visitors",
+    "max-visitor-connections-per-source",
+    "max-names-per-key",
+    "max-tcp-ports-per-key",
+    "key-quota",
+    "name-grace",
+    "auth-timeout",
+    "http-header-timeout",
+    "http-idle-timeout",
+    "tls-hello-timeout",
+    "channel-open-timeout",
+    "close-grace",
+    "shutdown-grace",
+    "trusted-proxies",
+    "accept-proxy-proto",
+    "access-log",
+    "admin-keys",
+    "admin-token-file",
+];
+
+/// Settings a running server takes for endpoints created later ([`Reload::NewEndpoints`]).
+const RELOAD_NEW_ENDPOINTS: &[&str] = &["max-visitors-per-endpoint", "max-visitors-per-source"];
+
+/// When a change to the setting `key` (as written in the file) takes effect.
+pub fn reload_of(key: &str) -> Reload {
+    if RELOAD_LIVE.contains(&key) {
+        Reload::Live
+    } else if RELOAD_NEW_ENDPOINTS.contains(&key) {
+        Reload::NewEndpoints
+    } else {
+        Reload::Restart
+    }
+}
+
 /// Checks the rules that involve several settings.
 fn resolve(config_file: Option<PathBuf>, s: Settings) -> Result<ServerConfig, ConfigError> {
     let tls = match (s.tls_cert, s.tls_key) {

@@ -886,3 +886,23 @@ fn a_reread_names_the_keys_added_removed_or_changed() {
     );
     assert!(super::changed_settings(&after, &after).is_empty());
 }
+
+#[test]
+fn every_setting_a_reload_takes_is_a_setting_and_the_rest_wait_for_a_restart() {
+    let known = known_keys();
+    for key in RELOAD_LIVE.iter().chain(RELOAD_NEW_ENDPOINTS) {
+        assert!(known.iter().any(|k| k == key), "{key} is not a setting");
+    }
+    assert_eq!(reload_of("max-names-per-key"), Reload::Live);
+    assert_eq!(reload_of("max-visitors-per-endpoint"), Reload::NewEndpoints);
+    for key in [
+        "domain",
+        "ssh-addr",
+        "tcp-ports",
+        "state-dir",
+        "spill-max-total",
+    ] {
+        assert!(known.iter().any(|k| k == key), "{key} is not a setting");
+        assert_eq!(reload_of(key), Reload::Restart, "{key}");
+    }
+}
